@@ -1,0 +1,5 @@
+import sys
+
+from serkd.cli import main
+
+sys.exit(main())

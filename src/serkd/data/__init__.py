@@ -1,0 +1,1 @@
+"""Corpora, audio, protocols (folds), features and their cache: the first stage of the data flow."""

@@ -1,0 +1,142 @@
+"""Seed feature presets, per utterance, cached on disk by audio content hash + feature config.
+
+Per waveform (16 kHz mono): centre-crop to ``length`` samples if longer; normalise over its real
+samples, (x - mean) / sqrt(var + 1e-7); zero-pad at the end to ``length``. Then
+- ``mel``: power mel spectrogram (n_fft 1024, hop 256, 128 mels), dB with ref = max of the utterance
+  (the seed takes the max over the whole batch; per utterance is cacheable and batch-independent);
+- ``mfcc``: 40 MFCCs (n_fft 1024, 512-sample Hamming window, hop 128, 128 mels, fmax 8000).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import librosa
+import numpy as np
+
+from serkd.data.audio import SAMPLE_RATE, load_audio
+from serkd.data.cache import cache_root
+from serkd.data.manifest import CorpusProblems, Manifest
+from serkd.errors import BadInputError, SerkdError
+from serkd.io import atomic_path
+
+FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then never read
+
+PRESETS: dict[str, dict] = {
+    "mel": {"n_fft": 1024, "hop_length": 256, "n_mels": 128, "power": 2.0},
+    "mfcc": {"n_mfcc": 40, "n_fft": 1024, "win_length": 512, "window": "hamming", "hop_length": 128,
+             "n_mels": 128, "fmax": 8000.0},
+}
+DEFAULT_LENGTH = {"emodb": 80000, "iemocap": 200000, "synth": 24000, "csv": 80000}
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    kind: str = "mel"
+    length: int = 80000
+    sample_rate: int = SAMPLE_RATE
+    params: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in PRESETS:
+            raise SerkdError(f"unknown feature kind {self.kind!r} (available: {', '.join(PRESETS)})")
+        if self.length <= 0:
+            raise SerkdError("feature length must be a positive number of samples")
+        object.__setattr__(self, "params", {**PRESETS[self.kind], **self.params})
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "version": FEATURE_VERSION}
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def shape(self) -> tuple[int, int]:
+        return compute_features(np.ones(self.length, dtype=np.float32), self).shape
+
+
+def crop_normalise_pad(wave: np.ndarray, length: int) -> np.ndarray:
+    if len(wave) > length:
+        start = (len(wave) - length) // 2
+        wave = wave[start : start + length]
+    wave = wave.astype(np.float64)
+    wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    out = np.zeros(length, dtype=np.float32)
+    out[: len(wave)] = wave
+    return out
+
+
+def compute_features(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Features of one waveform, shape (n_mels or n_mfcc, frames), float32."""
+    x = crop_normalise_pad(wave, config.length)
+    p = config.params
+    if config.kind == "mel":
+        power = librosa.feature.melspectrogram(
+            y=x, sr=config.sample_rate, n_fft=p["n_fft"], hop_length=p["hop_length"], n_mels=p["n_mels"],
+            power=p["power"],
+        )
+        return librosa.power_to_db(power, ref=np.max).astype(np.float32)
+    return librosa.feature.mfcc(
+        y=x, sr=config.sample_rate, n_mfcc=p["n_mfcc"], n_fft=p["n_fft"], win_length=p["win_length"],
+        window=p["window"], hop_length=p["hop_length"], n_mels=p["n_mels"], fmax=p["fmax"],
+    ).astype(np.float32)
+
+
+class FeatureCache:
+    """``<cache>/features/<config key>/<audio sha1>.npy``; counts computed vs. reused entries."""
+
+    def __init__(self, config: FeatureConfig, root=None):
+        self.config = config
+        self.folder = (root or cache_root() / "features") / config.key()
+        self.computed = 0
+        self.reused = 0
+
+    def get(self, path, audio_hash: str) -> np.ndarray:
+        entry = self.folder / f"{audio_hash}.npy"
+        if entry.is_file():
+            try:
+                features = np.load(entry, allow_pickle=False)
+                self.reused += 1
+                return features
+            except (OSError, ValueError):
+                pass  # a damaged entry is recomputed
+        features = compute_features(load_audio(path, self.config.sample_rate), self.config)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, features, allow_pickle=False)
+        self.computed += 1
+        return features
+
+
+def feature_matrix(
+    manifest: Manifest,
+    config: FeatureConfig,
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, Manifest, FeatureCache]:
+    """Features of every utterance as one (N, F, T) float32 array, in manifest order.
+
+    Bad audio (corrupt, empty, silent, NaN) is collected over the whole corpus: all problems are
+    reported together, or with ``skip_bad`` the files are dropped and the returned manifest says so.
+    """
+    cache = FeatureCache(config)
+    hashes = manifest.audio_hashes()
+    rows, problems, kept = [], [], []
+    for i, utt in enumerate(manifest.utterances):
+        try:
+            rows.append(cache.get(utt.path, hashes[str(utt.path)]))
+            kept.append(i)
+        except BadInputError as problem:
+            problems.append(problem)
+        if progress:
+            progress(1)
+    if problems and not skip_bad:
+        raise CorpusProblems(problems, hint=f"{len(problems)} bad audio file(s); --skip-bad drops them")
+    if not rows:
+        raise SerkdError(f"{manifest.root}: no usable utterances")
+    kept_manifest = manifest.subset(kept)
+    if problems:
+        kept_manifest.notes = [*manifest.notes, f"skipped {len(problems)} bad audio file(s)"]
+    return np.stack(rows), kept_manifest, cache

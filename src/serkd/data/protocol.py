@@ -1,0 +1,95 @@
+"""Speaker-independent folds: test speakers, a validation speaker set taken from the training speakers.
+
+Every fold holds out its test group and, for model selection, a validation group chosen from the
+*training* speakers by one documented rule: the speakers of the next test group in fold order
+(cyclically), limited to ``valid_size`` speakers of it when given. The seed instead picks the best
+epoch on the test fold; :func:`select_on_test` reproduces that and results are marked ``test-selected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from serkd.errors import SerkdError
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    test: tuple[str, ...]
+    valid: tuple[str, ...]
+    train: tuple[str, ...]
+    selection: str = "valid"  # "valid": epoch chosen on validation speakers; "test": the seed's way
+
+    def __post_init__(self) -> None:
+        if self.selection == "valid":
+            overlap = (set(self.test) & set(self.valid)) | (set(self.test) | set(self.valid)) & set(self.train)
+            if overlap:
+                raise SerkdError(f"fold {self.name}: speaker(s) {sorted(overlap)} in two of train/valid/test")
+        elif set(self.test) & set(self.train):
+            raise SerkdError(f"fold {self.name}: test speaker(s) in training")
+        if not self.train or not self.test:
+            raise SerkdError(f"fold {self.name}: needs training and test speakers")
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "test": list(self.test),
+            "valid": list(self.valid),
+            "train": list(self.train),
+            "selection": self.selection,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Fold:
+        return cls(
+            name=data["name"],
+            test=tuple(data["test"]),
+            valid=tuple(data["valid"]),
+            train=tuple(data["train"]),
+            selection=data.get("selection", "valid"),
+        )
+
+
+def leave_groups_out(
+    groups: Sequence[Sequence[str]],
+    names: Sequence[str] | None = None,
+    valid_size: int | None = None,
+) -> list[Fold]:
+    """One fold per group of speakers: test = that group, valid = the next group (cyclic)."""
+    if len(groups) < 3:
+        raise SerkdError(f"need at least 3 speaker groups for train/valid/test folds, got {len(groups)}")
+    names = list(names) if names is not None else [f"fold{i}" for i in range(len(groups))]
+    everyone = [s for g in groups for s in g]
+    folds = []
+    for i, group in enumerate(groups):
+        valid = list(groups[(i + 1) % len(groups)])[: valid_size or None]
+        held = set(group) | set(valid)
+        train = [s for s in everyone if s not in held]
+        folds.append(Fold(names[i], tuple(group), tuple(valid), tuple(train)))
+    return folds
+
+
+def select_on_test(folds: Sequence[Fold]) -> list[Fold]:
+    """The seed's protocol: no validation speaker, the best epoch is picked on the test speakers."""
+    return [
+        replace(f, valid=f.test, train=tuple(sorted(set(f.train) | set(f.valid))), selection="test")
+        for f in folds
+    ]
+
+
+def pick_folds(folds: Sequence[Fold], spec: str | None) -> list[Fold]:
+    """``spec`` is a comma list of fold indices or names (``0,3`` or ``fold0``); None keeps all."""
+    if not spec:
+        return list(folds)
+    chosen = []
+    by_name = {f.name: f for f in folds}
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        if token in by_name:
+            chosen.append(by_name[token])
+        elif token.isdigit() and int(token) < len(folds):
+            chosen.append(folds[int(token)])
+        else:
+            raise SerkdError(f"unknown fold {token!r} (this corpus has {len(folds)} folds: 0..{len(folds) - 1})")
+    return chosen

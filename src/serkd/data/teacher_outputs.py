@@ -1,0 +1,80 @@
+"""The teacher outputs store: per fold, the teacher's logits (and optional embeddings) per utterance.
+
+Layout: ``DIR/<fold name>/outputs.safetensors`` (``logits`` [N, C], optional ``embeddings`` [N, D])
+and ``DIR/<fold name>/outputs.json``: utterance ids in row order, labels, teacher name, provenance
+(``trained`` or ``seed-shipped``), fold, the speakers it trained on, data hash, and whether it is
+fold-clean. A student may only use a fold whose teacher never trained on that fold's test speakers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from serkd.errors import SerkdError
+from serkd.io import atomic_write_json, atomic_write_with, read_json
+
+OUTPUTS = "outputs.safetensors"
+META = "outputs.json"
+
+
+@dataclass
+class TeacherOutputs:
+    utt_ids: list[str]
+    logits: np.ndarray  # (N, C) float32
+    meta: dict
+    embeddings: np.ndarray | None = None
+
+    def aligned(self, utt_ids: list[str], fold_dir: Path) -> np.ndarray:
+        """Logits in the order of ``utt_ids``; a missing utterance is a one-line error naming it."""
+        index = {u: i for i, u in enumerate(self.utt_ids)}
+        missing = [u for u in utt_ids if u not in index]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise SerkdError(f"{fold_dir}: no teacher output for utterance {missing[0]!r}{more}")
+        return self.logits[[index[u] for u in utt_ids]]
+
+
+def write_fold(store: Path, fold_name: str, utt_ids: list[str], logits, meta: dict, embeddings=None) -> Path:
+    folder = Path(store) / fold_name
+    tensors = {"logits": torch.as_tensor(np.asarray(logits, dtype=np.float32)).contiguous()}
+    if embeddings is not None:
+        tensors["embeddings"] = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).contiguous()
+    if len(utt_ids) != tensors["logits"].shape[0]:
+        raise ValueError("one logit row per utterance id")
+    atomic_write_with(folder / OUTPUTS, lambda tmp: save_file(tensors, str(tmp)), suffix=".safetensors")
+    atomic_write_json(folder / META, {**meta, "fold": fold_name, "utt_ids": list(utt_ids)})
+    return folder
+
+
+def read_fold(store: Path, fold_name: str) -> TeacherOutputs:
+    folder = Path(store) / fold_name
+    if not (folder / META).is_file() or not (folder / OUTPUTS).is_file():
+        have = sorted(p.name for p in Path(store).iterdir() if (p / META).is_file()) if Path(store).is_dir() else []
+        raise SerkdError(
+            f"{folder}: missing teacher outputs for fold {fold_name!r} (store has: {', '.join(have) or 'nothing'})"
+        )
+    meta = read_json(folder / META)
+    tensors = load_file(str(folder / OUTPUTS))
+    embeddings = tensors.get("embeddings")
+    return TeacherOutputs(
+        meta.pop("utt_ids"),
+        tensors["logits"].numpy(),
+        meta,
+        None if embeddings is None else embeddings.numpy(),
+    )
+
+
+def folds_in(store: Path) -> list[str]:
+    return sorted(p.name for p in Path(store).iterdir() if (p / META).is_file())
+
+
+def leak(outputs: TeacherOutputs, test_speakers) -> list[str]:
+    """Test speakers this teacher saw in training; a teacher that is not fold-clean leaks everything."""
+    if not outputs.meta.get("fold_clean", True):
+        return sorted(test_speakers)
+    return sorted(set(outputs.meta.get("train_speakers", [])) & set(test_speakers))

@@ -1,0 +1,1 @@
+"""Experiments over runs: reports (and later grids and searches)."""

@@ -1,0 +1,1 @@
+"""Training students per fold: the loop, metrics, checkpoints and run provenance."""

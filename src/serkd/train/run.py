@@ -1,0 +1,243 @@
+"""A run: one model per fold of a corpus, trained and evaluated, everything recorded on disk.
+
+``RUN_DIR/run.json`` holds the full config, features, data hash, folds and provenance;
+``RUN_DIR/<fold>/`` holds ``model.safetensors`` + ``checkpoint.json`` and ``results.json``.
+With ``teacher_out`` the trained model's logits for every utterance of each fold go to a teacher
+outputs store instead of being only evaluated (``serkd teacher train``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from serkd import distill, models
+from serkd.data import teacher_outputs
+from serkd.data.corpora import load_corpus
+from serkd.data.features import DEFAULT_LENGTH, FeatureConfig, feature_matrix
+from serkd.data.manifest import Manifest
+from serkd.data.protocol import Fold, pick_folds, select_on_test
+from serkd.errors import SerkdError
+from serkd.io import atomic_write_json
+from serkd.train.checkpoint import save_checkpoint
+from serkd.train.loop import FitConfig, fit, pick_device, predict_logits
+from serkd.train.metrics import confusion, wa_ua
+from serkd.train.provenance import provenance
+
+MARK_TEST_SELECTED = "test-selected"
+MARK_LEAKY_TEACHER = "leaky-teacher"
+
+
+@dataclass
+class RunConfig:
+    corpus: str
+    root: str
+    student: str = "lightsernet"
+    method: str = "ce"
+    method_params: dict = field(default_factory=dict)
+    features: str = "mel"
+    length: int | None = None  # samples; None = the corpus' seed default
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    step_size: int = 300
+    gamma: float = 0.9
+    seed: int = 0
+    folds: str | None = None
+    select: str = "valid"
+    teacher: str | None = None
+    allow_leaky_teacher: bool = False
+    device: str = "auto"
+    skip_bad: bool = False
+    seed_softmax: bool = False
+    corpus_options: dict = field(default_factory=dict)
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig(self.features, self.length or DEFAULT_LENGTH.get(self.corpus, 80000))
+
+    def fit_config(self) -> FitConfig:
+        return FitConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.step_size, self.gamma,
+                         self.seed)
+
+
+@dataclass
+class PreparedData:
+    manifest: Manifest
+    features: torch.Tensor  # (N, 1, F, T)
+    targets: torch.Tensor  # (N,)
+    folds: list[Fold]
+    data_hash: str
+
+
+def prepare(config: RunConfig, console: Console) -> PreparedData:
+    if config.select not in ("valid", "test"):
+        raise SerkdError(f"--select must be 'valid' or 'test', not {config.select!r}")
+    if config.epochs < 1:
+        raise SerkdError("--epochs must be at least 1")
+    manifest = load_corpus(config.corpus, config.root, **config.corpus_options).raise_problems(config.skip_bad)
+    feature_config = config.feature_config()
+    with _progress(console) as progress:
+        task = progress.add_task(f"features ({feature_config.kind})", total=len(manifest))
+        matrix, manifest, cache = feature_matrix(
+            manifest, feature_config, config.skip_bad, lambda n: progress.advance(task, n)
+        )
+    for note in manifest.notes:
+        console.print(f"[yellow]{note}")
+    console.print(f"features: {cache.computed} computed, {cache.reused} from cache ({cache.folder})")
+    folds = manifest.folds if config.select == "valid" else select_on_test(manifest.folds)
+    return PreparedData(
+        manifest,
+        torch.from_numpy(matrix).unsqueeze(1),
+        torch.from_numpy(manifest.label_ids()),
+        pick_folds(folds, config.folds),
+        manifest.data_hash(),
+    )
+
+
+def fold_indices(manifest: Manifest, fold: Fold) -> dict[str, np.ndarray]:
+    speakers = np.array([u.speaker for u in manifest.utterances])
+    return {part: np.flatnonzero(np.isin(speakers, getattr(fold, part))) for part in ("train", "valid", "test")}
+
+
+def _teacher_for(config: RunConfig, data: PreparedData, console: Console) -> dict[str, tuple[np.ndarray, list]]:
+    """Per fold, the teacher logits aligned with the manifest; refuse leaky teachers unless allowed."""
+    if not config.teacher:
+        return {}
+    store = Path(config.teacher)
+    if not store.is_dir():
+        raise SerkdError(f"{store}: teacher outputs folder not found")
+    found = {}
+    utt_ids = [u.utt_id for u in data.manifest.utterances]
+    for fold in data.folds:
+        outputs = teacher_outputs.read_fold(store, fold.name)
+        if outputs.meta.get("labels") and outputs.meta["labels"] != data.manifest.labels:
+            raise SerkdError(
+                f"{store / fold.name}: teacher labels {outputs.meta['labels']} differ from the corpus' "
+                f"{data.manifest.labels}"
+            )
+        leaked = teacher_outputs.leak(outputs, fold.test)
+        if leaked and not config.allow_leaky_teacher:
+            why = ("is not fold-clean (" + outputs.meta.get("provenance", "unknown provenance") + ")"
+                   if not outputs.meta.get("fold_clean", True) else f"trained on test speaker(s) {', '.join(leaked)}")
+            raise SerkdError(
+                f"{store / fold.name}: teacher {why} of fold {fold.name}; refusing to distil "
+                "(--allow-leaky-teacher overrides and marks results leaky-teacher)"
+            )
+        if leaked:
+            console.print(f"[yellow]fold {fold.name}: teacher saw test speaker(s) {', '.join(leaked)}: "
+                          f"results marked {MARK_LEAKY_TEACHER}")
+        found[fold.name] = (outputs.aligned(utt_ids, store / fold.name), leaked)
+    return found
+
+
+def run(config: RunConfig, out: str | Path, console: Console | None = None, teacher_out: str | Path | None = None):
+    """Train one model per fold; return the per-fold result dicts."""
+    console = console or Console(stderr=True)
+    out = Path(out)
+    loss_fn = distill.create(config.method, **config.method_params)
+    if getattr(loss_fn, "needs_teacher", False) and not config.teacher:
+        raise SerkdError(f"method {config.method!r} needs teacher outputs: pass --teacher DIR")
+    data = prepare(config, console)
+    teachers = _teacher_for(config, data, console)
+    labels = data.manifest.labels
+    device = pick_device(config.device)
+    record = {
+        "config": asdict(config),
+        "role": "teacher" if teacher_out else "student",
+        "features": config.feature_config().to_json(),
+        "labels": labels,
+        "data_hash": data.data_hash,
+        "corpus_counts": data.manifest.counts(),
+        "folds": [f.to_json() for f in data.folds],
+        "device": str(device),
+        "provenance": provenance(),
+    }
+    atomic_write_json(out / "run.json", record)
+    results = []
+    for fold in data.folds:
+        results.append(
+            _run_fold(config, data, fold, teachers.get(fold.name), loss_fn, device, out, record, console, teacher_out)
+        )
+    return results
+
+
+def _run_fold(config, data, fold, teacher, loss_fn, device, out, record, console, teacher_out) -> dict:
+    labels = data.manifest.labels
+    parts = fold_indices(data.manifest, fold)
+    targets = data.targets.numpy()
+    missing_train = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["train"]] == c)]
+    if missing_train:
+        raise SerkdError(f"fold {fold.name}: class(es) {', '.join(missing_train)} absent from the training speakers")
+    absent_test = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["test"]] == c)]
+    if absent_test:
+        console.print(f"[yellow]fold {fold.name}: class(es) {', '.join(absent_test)} absent from the test set; "
+                      "UA is over the classes present")
+    if len(parts["valid"]) == 0:
+        raise SerkdError(f"fold {fold.name}: no validation utterances")
+
+    torch.manual_seed(config.seed)
+    model = models.create(config.student, num_classes=len(labels), **_model_options(config))
+    teacher_logits = torch.from_numpy(teacher[0]) if teacher else None
+    started = time.perf_counter()
+    with _progress(console) as progress:
+        task = progress.add_task(f"{fold.name} {config.student}/{config.method}", total=config.epochs)
+
+        def on_epoch(rec: dict) -> None:
+            progress.update(task, advance=1, description=(
+                f"{fold.name} {config.student}/{config.method} valid UA {100 * rec['valid_ua']:.1f}"))
+
+        result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"],
+                     config.fit_config(), teacher_logits, device, on_epoch)
+    seconds = time.perf_counter() - started
+    test_pred = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
+    wa, ua = wa_ua(targets[parts["test"]], test_pred)
+    best = result.history[result.best_epoch - 1]
+    marks = ([MARK_TEST_SELECTED] if fold.selection == "test" else []) + (
+        [MARK_LEAKY_TEACHER] if teacher and teacher[1] else [])
+    summary = {
+        "fold": fold.name, "test": list(fold.test), "valid": list(fold.valid),
+        "wa": wa, "ua": ua, "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"],
+        "best_epoch": result.best_epoch, "epochs": config.epochs, "selection": fold.selection, "marks": marks,
+        "n_train": len(parts["train"]), "n_valid": len(parts["valid"]), "n_test": len(parts["test"]),
+        "absent_test_classes": absent_test, "labels": labels,
+        "confusion": confusion(targets[parts["test"]], test_pred, len(labels)),
+        "corpus": config.corpus, "student": config.student, "method": config.method,
+        "method_params": config.method_params, "features": config.features, "teacher": config.teacher,
+        "seed": config.seed, "data_hash": data.data_hash, "git_commit": record["provenance"]["git_commit"],
+        "train_seconds": round(seconds, 2), "history": result.history,
+    }
+    fold_dir = out / fold.name
+    save_checkpoint(fold_dir, model, {
+        "model": config.student, "model_options": _model_options(config), "labels": labels,
+        "features": record["features"], "fold": fold.to_json(), "config": record["config"],
+        "data_hash": data.data_hash, "provenance": record["provenance"], "best_epoch": result.best_epoch,
+    })
+    if teacher_out:
+        all_logits = predict_logits(model, data.features, np.arange(len(data.manifest)), device)
+        teacher_outputs.write_fold(Path(teacher_out), fold.name, [u.utt_id for u in data.manifest.utterances],
+                                   all_logits, {
+            "teacher": config.student, "provenance": "trained", "fold_clean": fold.selection == "valid",
+            "train_speakers": list(fold.train), "valid_speakers": list(fold.valid), "test_speakers": list(fold.test),
+            "labels": labels, "data_hash": data.data_hash, "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"],
+            "selection": fold.selection, "features": record["features"], "git_commit": summary["git_commit"],
+        })
+    atomic_write_json(fold_dir / "results.json", summary)
+    console.print(f"{fold.name}: test WA {100 * wa:.2f}  UA {100 * ua:.2f}  (best epoch {result.best_epoch} "
+                  f"on {'test' if fold.selection == 'test' else 'validation'} UA, {seconds:.1f} s)")
+    return summary
+
+
+def _model_options(config: RunConfig) -> dict:
+    return {"seed_softmax": True} if config.seed_softmax and config.student == "lightsernet" else {}
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=console, transient=True)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own feature/hash cache, so cache counts are the test's own."""
+    monkeypatch.setenv("SERKD_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """4 speakers x 4 emotions x 3 utterances of 0.5-1 s: enough for folds and a 1-epoch run."""
+    from serkd.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, SynthConfig(speakers=4, per_class=3, seed=1, min_seconds=0.5, max_seconds=1.0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from serkd.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
