@@ -178,3 +178,12 @@ def test_failed_rerun_keeps_earlier_results_intact(trained_run, tiny_synth, tmp_
     (sorted((corpus / "wav" / "spk00").glob("*.wav"))[0]).write_bytes(b"")
     assert run_cli([*TRAIN, "--root", corpus, "--out", out], capsys)[0] == 2
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_report_plot_and_tensorboard(trained_run, tiny_synth, tmp_path, capsys):
+    argv = [*TRAIN, "--epochs", "2", "--folds", "0", "--tensorboard", "--root", tiny_synth, "--out", tmp_path / "tb"]
+    assert run_cli(argv, capsys)[0] == 0
+    assert list((tmp_path / "tb" / "tensorboard" / "fold-spk00").glob("events.out.tfevents.*"))
+    code, _, err = run_cli(["report", trained_run, tmp_path / "tb", "--plot", tmp_path / "report.png"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
