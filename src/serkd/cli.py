@@ -229,6 +229,7 @@ def add_teacher(sub) -> None:
     add_train_options(t)
     t.add_argument("--model", required=True, help="a registered model or timm name (e.g. resnet18)")
     t.set_defaults(func=cmd_teacher_train)
+    add_teacher_import_eval(tsub)
 
 
 def cmd_teacher_train(args) -> None:
@@ -238,6 +239,61 @@ def cmd_teacher_train(args) -> None:
     run(config, args.out / "runs", stderr, teacher_out=args.out)
     show_report([args.out / "runs"])
     stderr.print(f"teacher outputs: {args.out}")
+
+
+def add_teacher_import_eval(tsub) -> None:
+    def corpus_args(t) -> None:
+        t.add_argument("--corpus", required=True, choices=CORPUS_KINDS)
+        t.add_argument("--root", required=True, type=Path, help="corpus folder (csv: the CSV file)")
+        t.add_argument("--skip-bad", action="store_true", help="drop bad files instead of failing")
+        t.add_argument("--json", action="store_true", help="print JSON instead of text")
+        add_corpus_options(t)
+
+    t = tsub.add_parser("import-seed", help="store the seed's shipped logits (.pth) per fold, marked not fold-clean")
+    t.add_argument("file", type=Path, help="the seed's *_tea_preds_by_path.pth ({file name or path: logits})")
+    corpus_args(t)
+    t.add_argument("--out", required=True, type=Path, help="teacher outputs folder")
+    t.set_defaults(func=cmd_teacher_import_seed)
+    t = tsub.add_parser("eval", help="teacher WA/UA per fold (argmax of stored logits) and mean ± std")
+    t.add_argument("store", type=Path, help="teacher outputs folder")
+    corpus_args(t)
+    t.set_defaults(func=cmd_teacher_eval)
+
+
+def cmd_teacher_import_seed(args) -> None:
+    from serkd.data.corpora import load_corpus
+    from serkd.data.seed_teacher import WHY_LEAKY, import_seed
+
+    manifest = load_corpus(args.corpus, args.root, **corpus_options(args)).raise_problems(args.skip_bad)
+    summary = import_seed(args.file, manifest, args.out)
+    if args.json:
+        print_json(summary.to_json())
+        return
+    stderr.print(f"imported {summary.matched} of {summary.keys} seed logits into {len(summary.folds)} folds of "
+                 f"{args.out} (the same logits in each fold)")
+    if summary.unmatched_keys:
+        stderr.print(f"[yellow]{len(summary.unmatched_keys)} key(s) match no utterance of {args.root}, "
+                     f"e.g. {summary.unmatched_keys[0]}")
+    if summary.uncovered:
+        stderr.print(f"[yellow]{len(summary.uncovered)} utterance(s) have no seed logits, e.g. {summary.uncovered[0]}: "
+                     "distilling needs a teacher output for every utterance")
+    stderr.print(f"[yellow]provenance seed-shipped, not fold-clean: {WHY_LEAKY}; serkd train --teacher needs "
+                 "--allow-leaky-teacher and marks results leaky-teacher")
+
+
+def cmd_teacher_eval(args) -> None:
+    from serkd.data.corpora import load_corpus
+    from serkd.experiments.report import fold_table, summary_table
+    from serkd.experiments.teacher_eval import evaluate
+
+    manifest = load_corpus(args.corpus, args.root, **corpus_options(args)).raise_problems(args.skip_bad)
+    report = evaluate(args.store, manifest)
+    if args.json:
+        print_json(report)
+        return
+    shown = [{**row, "best_epoch": row["best_epoch"] or "-"} for row in report["rows"]]
+    stdout.print(fold_table({"rows": shown}, title=f"teacher {args.store}: per fold"))
+    stdout.print(summary_table(report["summary"]))
 
 
 # ---------------------------------------------------------------- main

@@ -31,23 +31,27 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt headers/data
         raise BadInputError(path, f"cannot decode audio ({_first_line(exc)})") from None
-    return _validate(path, _to_mono_rate(samples, rate, sample_rate))
+    return _validate(path, _to_mono_rate(samples, rate, sample_rate, path))
 
 
-def decode_waveform(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE, name: str = "<array>"):
+def decode_waveform(
+    samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE, name: str = "<array>"
+) -> np.ndarray:
     """Same checks and conversions as :func:`load_audio` for samples already in memory."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[:, None]
-    return _validate(Path(name), _to_mono_rate(samples, rate, sample_rate))
+    return _validate(Path(name), _to_mono_rate(samples, rate, sample_rate, Path(name)))
 
 
-def _to_mono_rate(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+def _to_mono_rate(samples: np.ndarray, rate: int, sample_rate: int, path: Path) -> np.ndarray:
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if rate != sample_rate and mono.size:
+        # once per rate and process: a corpus at 44.1 kHz would otherwise print one line per file
         if rate not in _resample_noted:
             _resample_noted.add(rate)
-            log.warning("resampling audio from %d Hz to %d Hz", rate, sample_rate)
+            log.warning("resampling audio from %d Hz to %d Hz (first: %s; said once per rate)", rate, sample_rate,
+                        path)
         import soxr
 
         mono = soxr.resample(mono, rate, sample_rate).astype(np.float32)

@@ -13,6 +13,8 @@ from serkd.errors import SerkdError
 _READERS: dict[str, str] = {
     "synth": "serkd.data.corpora.synth",
     "csv": "serkd.data.corpora.csv_corpus",
+    "emodb": "serkd.data.corpora.emodb",
+    "iemocap": "serkd.data.corpora.iemocap",
 }
 
 
