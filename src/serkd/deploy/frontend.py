@@ -1,0 +1,227 @@
+"""The feature presets of :mod:`serkd.data.features` as a torch module that exports to ONNX.
+
+``FrontEnd(config)(waveform)`` maps a (batch, samples) float32 waveform at 16 kHz, of any length,
+to the (batch, F, T) features :func:`serkd.data.features.compute_features` gives for each row:
+
+- crop the centre ``length`` samples if longer, normalise over the real samples in float64 (as the
+  numpy code does), zero-pad to ``length``: one custom op with its own ONNX translation (Slice
+  with a start computed from the input's shape, statistics, Pad), see ``crop_normalise_pad``;
+- STFT of librosa's periodic window padded centred to ``n_fft`` (``center=True``, zero padding),
+  power mel spectrogram with ``librosa.filters.mel`` as a constant, dB exactly as ``power_to_db``
+  (mel: ref = the utterance's max; MFCC: ref 1.0; ``amin`` 1e-10, ``top_db`` 80), then for MFCC
+  the orthonormal DCT-II as a constant matrix.
+
+After the crop every shape is static (``length`` is fixed), so only the crop is dynamic.
+``ONNX_OPSET`` is the opset of the ONNX translation and so of the exported graph.
+
+The DFT is written with matmuls only, because ONNX's DFT op is slow in onnxruntime and a plain
+windowed-DFT matmul costs ``n_fft`` multiply-adds per bin (0.7 GFLOP for 5 s of the mel preset,
+more than the small students themselves). ``FactorisedSTFT`` is one Cooley-Tukey step,
+n_fft = N1 x N2 with N1 = 32: a batched matmul over the coarse index (with the window folded in
+and the window's zero span dropped), then per coarse frequency a matmul over the fine index with
+the twiddles folded in; about 5x fewer operations. ``DirectSTFT`` is the plain matmul, used when
+the preset's sizes do not factor that way.
+"""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import onnx
+import scipy.fft
+import torch
+from onnxscript import FLOAT
+from onnxscript import opset20 as op
+from torch import nn
+
+from serkd.data.features import FeatureConfig
+
+ONNX_OPSET = 20  # the opset of ``op`` below
+AMIN = 1e-10  # librosa.power_to_db's default
+TOP_DB = 80.0
+MEL_BAND = 16
+FINE = 32  # N1 of the factorised DFT: sqrt(1024) balances the two matmuls for the seed presets
+
+
+@torch.library.custom_op("serkd::crop_normalise_pad", mutates_args=())
+def crop_normalise_pad(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """Torch twin of :func:`serkd.data.features.crop_normalise_pad` for a (batch, samples) tensor.
+
+    A custom op so that export sees a box with a static (batch, length) output: written in torch
+    ops, the length-dependent crop makes torch.export add guards on the input length (it cannot
+    prove a symbolic slice stays in range), and the guard-free alternative, a gather of ``length``
+    positions, costs onnxruntime 2 ms per 5 s clip. ``_crop_normalise_pad_onnx`` is its graph.
+    """
+    n = wave.shape[-1]
+    if n > length:
+        start = (n - length) // 2
+        wave = wave[:, start : start + length]
+    x = wave.double()  # as the numpy code: statistics in float64
+    centred = x - x.mean(-1, keepdim=True)
+    x = centred / torch.sqrt(centred.square().mean(-1, keepdim=True) + 1e-7)
+    return nn.functional.pad(x.float(), (0, length - x.shape[-1]))
+
+
+@crop_normalise_pad.register_fake
+def _(wave: torch.Tensor, length: int) -> torch.Tensor:
+    return wave.new_empty(wave.shape[0], length)
+
+
+def _crop_normalise_pad_onnx(wave: FLOAT, length: int) -> FLOAT:
+    """The op in ONNX: Slice clamps its end to the input, so a short input keeps all its samples."""
+    n = op.Shape(wave, start=1, end=2)
+    target = op.Constant(value_ints=[length])
+    zero = op.Constant(value_ints=[0])
+    axis = op.Constant(value_ints=[1])
+    start = op.Max(op.Div(op.Sub(n, target), op.Constant(value_ints=[2])), zero)  # Max: truncation is moot
+    x = op.Cast(op.Slice(wave, start, op.Add(start, target), axis), to=onnx.TensorProto.DOUBLE)
+    centred = op.Sub(x, op.ReduceMean(x, axis, keepdims=1))
+    var = op.ReduceMean(op.Mul(centred, centred), axis, keepdims=1)
+    eps = op.Constant(value=onnx.helper.make_tensor("eps", onnx.TensorProto.DOUBLE, [], [1e-7]))
+    y = op.Cast(op.Div(centred, op.Sqrt(op.Add(var, eps))), to=onnx.TensorProto.FLOAT)
+    return op.Pad(y, op.Concat(zero, zero, zero, op.Sub(target, op.Min(n, target)), axis=0))
+
+
+# for torch.onnx.export(custom_translation_table=...)
+ONNX_TRANSLATIONS = {torch.ops.serkd.crop_normalise_pad.default: _crop_normalise_pad_onnx}
+
+
+def _buffer(module: nn.Module, name: str, array: np.ndarray) -> None:
+    module.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), persistent=False)
+
+
+class _STFTGeometry:
+    """Where librosa's frames lie: ``center=True`` pads ``n_fft // 2`` zeros on each side, and a window
+    shorter than ``n_fft`` sits centred in the frame, so only ``win_length`` samples per frame matter."""
+
+    def __init__(self, length: int, n_fft: int, hop: int, win_length: int, window: str):
+        self.n_fft, self.hop, self.win_length = n_fft, hop, win_length
+        self.frames = 1 + length // hop
+        self.offset = (n_fft - win_length) // 2  # first nonzero window sample within the frame
+        self.left = n_fft // 2 - self.offset  # zeros before the signal, counted from the window's span
+        self.span = (self.frames - 1) * hop + win_length  # padded samples that the frames cover
+        self.length = length
+        self.window = librosa.filters.get_window(window, win_length, fftbins=True)
+        self.bins = n_fft // 2 + 1
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        right = self.span - self.left - self.length
+        return nn.functional.pad(x, (self.left, max(right, 0)))[:, : self.span]
+
+
+class DirectSTFT(nn.Module):
+    """Power spectrum as (frames x win_length) @ (win_length x 2 bins) with the window in the basis."""
+
+    def __init__(self, geo: _STFTGeometry):
+        super().__init__()
+        self.geo = geo
+        phase = 2 * np.pi * np.outer(geo.offset + np.arange(geo.win_length), np.arange(geo.bins)) / geo.n_fft
+        w = geo.window[:, None]
+        _buffer(self, "basis", np.concatenate([w * np.cos(phase), w * np.sin(phase)], axis=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, length) -> power (bins, batch * frames)."""
+        g = self.geo
+        frames = g.pad(x).unfold(-1, g.win_length, g.hop)
+        spectrum = frames @ self.basis
+        power = spectrum[..., : g.bins].square() + spectrum[..., g.bins :].square()
+        return power.reshape(-1, g.bins).transpose(0, 1)
+
+    def bin_order(self) -> np.ndarray:
+        return np.arange(self.geo.bins)
+
+
+class FactorisedSTFT(nn.Module):
+    """One Cooley-Tukey step, n = n1 + N1 n2 and k = N2 k1 + k2:
+
+    X[N2 k1 + k2] = sum_n1 W_N1^(n1 k1) [W_N^(n1 k2) sum_n2 w[n] x[n] W_N2^(n2 k2)].
+
+    Stage A, per n1: (2 N2 x rows) @ (rows x frames) over the n2 rows under the window, with the
+    window and the twiddles W_N^(n1 k2) folded into the matrices. Stage B: one (2 K1 x 2 N1) @
+    (2 N1 x N2 frames) matmul for k1 <= N1 / 2 (bins above n_fft / 2 get zero mel weight).
+    Frequency and (n1, re/im) are leading axes and frames trailing, so the stages chain by reshapes:
+    the only transpose is of the signal itself, which is 4x smaller than the frames.
+    """
+
+    def __init__(self, geo: _STFTGeometry, fine: int = FINE):
+        super().__init__()
+        if not self.applies(geo, fine):
+            raise ValueError("sizes do not factor for FactorisedSTFT")
+        self.geo = geo
+        self.fine, self.coarse = fine, geo.n_fft // fine
+        rows = geo.win_length // fine  # coarse rows under the window
+        n1, k2 = np.arange(fine), np.arange(self.coarse)
+        n2 = geo.offset // fine + np.arange(rows)
+        k1 = np.arange(fine // 2 + 1)
+        self.k1 = len(k1)
+        window = geo.window.reshape(rows, fine).T  # (n1, r): the sample at offset + n1 + N1 r
+        a = (window[:, None, :] * np.exp(-2j * np.pi * np.outer(k2, n2) / self.coarse)[None]
+             * np.exp(-2j * np.pi * np.outer(n1, k2) / geo.n_fft)[:, :, None])  # (n1, k2, r)
+        _buffer(self, "stage_a", np.stack([a.real, a.imag], axis=1).reshape(fine, 2 * self.coarse, rows))
+        f = np.exp(-2j * np.pi * np.outer(k1, n1) / fine)  # (k1, n1)
+        # rows [re k1; im k1], columns (n1, re/im) interleaved as stage A's output rows
+        b = np.stack([np.stack([f.real, -f.imag], axis=2), np.stack([f.imag, f.real], axis=2)])
+        _buffer(self, "stage_b", b.reshape(2 * self.k1, 2 * fine))
+
+    @staticmethod
+    def applies(geo: _STFTGeometry, fine: int = FINE) -> bool:
+        return all(v % fine == 0 for v in (geo.n_fft, geo.offset, geo.win_length, geo.hop)) and (
+            geo.win_length % geo.hop == 0
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, length) -> power (K1 * N2, batch * frames) in bin order N2 k1 + k2."""
+        g = self.geo
+        batch = x.shape[0]
+        # (n1, j, batch, block): sample N1 (h block + j) + n1 with h = hop / N1; frame t is blocks t..t+W/hop-1
+        blocks = g.pad(x).reshape(batch, -1, g.hop // self.fine, self.fine).permute(3, 2, 0, 1)
+        frames = torch.cat([blocks[..., i : i + g.frames] for i in range(g.win_length // g.hop)], dim=1)
+        a = self.stage_a @ frames.reshape(self.fine, -1, batch * g.frames)  # (n1, re/im x k2, frames)
+        spectrum = self.stage_b @ a.reshape(2 * self.fine, -1)  # (re/im x k1, k2 x frames)
+        power = spectrum[: self.k1].square() + spectrum[self.k1 :].square()
+        return power.reshape(self.k1 * self.coarse, batch * g.frames)
+
+    def bin_order(self) -> np.ndarray:
+        return (self.coarse * np.arange(self.k1)[:, None] + np.arange(self.coarse)[None]).ravel()
+
+
+class FrontEnd(nn.Module):
+    """Waveform (batch, samples) -> features (batch, F, T), the preset of ``config`` in torch."""
+
+    def __init__(self, config: FeatureConfig, factorised: bool = True):
+        super().__init__()
+        p = config.params
+        self.kind = config.kind
+        self.length = config.length
+        geo = _STFTGeometry(config.length, p["n_fft"], p["hop_length"], p.get("win_length") or p["n_fft"],
+                            p.get("window", "hann"))
+        self.stft = FactorisedSTFT(geo) if factorised and FactorisedSTFT.applies(geo) else DirectSTFT(geo)
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=p["n_fft"], n_mels=p["n_mels"], fmax=p.get("fmax"))
+        order = self.stft.bin_order()
+        # columns follow the STFT's bin order; bins above n_fft / 2 (factorised only) get zero weight
+        mel = np.where(order < geo.bins, mel[:, np.minimum(order, geo.bins - 1)], 0.0)
+        # mel filters are triangles (1009 nonzeros of 128 x 513): consecutive filters in bands of
+        # MEL_BAND, each against only the bins it touches, cost 13% of the dense matmul
+        self.bands = []
+        for i, first in enumerate(range(0, len(mel), MEL_BAND)):
+            used = np.flatnonzero(mel[first : first + MEL_BAND].any(axis=0))
+            lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
+            _buffer(self, f"mel_{i}", mel[first : first + MEL_BAND, lo:hi])
+            self.bands.append((lo, hi))
+        self.n_mels = len(mel)
+        if self.kind == "mfcc":
+            _buffer(self, "dct", scipy.fft.dct(np.eye(p["n_mels"]), type=2, norm="ortho", axis=0)[: p["n_mfcc"]])
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.features(crop_normalise_pad(wave, self.length))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of already cropped, normalised and padded (batch, length) signals."""
+        power = self.stft(x)
+        mel = torch.cat([getattr(self, f"mel_{i}") @ power[lo:hi] for i, (lo, hi) in enumerate(self.bands)])
+        mel = mel.reshape(self.n_mels, x.shape[0], -1).transpose(0, 1)  # (batch, n_mels, frames)
+        db = 10.0 * torch.log10(mel.clamp(min=AMIN))
+        if self.kind == "mel":
+            db = db - 10.0 * torch.log10(mel.amax(dim=(1, 2), keepdim=True).clamp(min=AMIN))
+        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - TOP_DB)
+        return self.dct @ db if self.kind == "mfcc" else db

@@ -1,0 +1,216 @@
+"""Deploy: the in-graph front-end against librosa, export parity, int8, predict, bench (issue 7).
+
+Tolerances
+- Front-end vs librosa (``compute_features``), dB features: both sides compute in float32 (librosa
+  rounds its float64 FFT to complex64, then mel and log in float32); float32 matmuls give a
+  relative power error of ~1e-6 of a frame's energy, i.e. ~1e-5 dB for strong bins and up to
+  ~1e-3 dB for bins 60-80 dB below the utterance maximum (the worst measured: 2.4e-3 dB, a chirp).
+  Bound: 1e-2 dB on every bin, floor included (the -80 dB floor is the same op on both sides).
+  MFCCs are an orthonormal DCT of those dB values, so a per-bin error e bounds each coefficient
+  by sqrt(128) e; measured < 1e-3, bound 1e-2.
+- onnxruntime vs torch probabilities: 1e-4 absolute (measured ~1e-7).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import run_cli
+
+from serkd.data.audio import load_audio
+from serkd.data.features import FeatureConfig, compute_features
+from serkd.data.features import crop_normalise_pad as numpy_crop_normalise_pad
+from serkd.deploy.export import INPUT, frontend_nodes, load_deployable, read_metadata
+from serkd.deploy.frontend import FrontEnd, crop_normalise_pad
+from serkd.deploy.predict import OnnxClassifier
+
+DB_TOLERANCE = 1e-2
+PROB_TOLERANCE = 1e-4
+LENGTH = 8000  # the tiny run's crop length (0.5 s)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensor ops on two OpenMP threads wait on each other for milliseconds when the CPUs are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def signals(tiny_synth, n: int = 80000) -> list[np.ndarray]:
+    """Synthetic speech (utterances strung together past the crop length), a chirp, a tone, noise, a short one."""
+    speech = np.concatenate([load_audio(p) for p in sorted((tiny_synth / "wav").rglob("*.wav"))[:14]])
+    t = np.arange(n) / 16000
+    rng = np.random.default_rng(0)
+    return [speech[: n + 12345], speech[:20000], np.sin(2 * np.pi * (100 * t + 3000 * t**2)).astype(np.float32),
+            np.sin(2 * np.pi * 440 * t).astype(np.float32), rng.standard_normal(n // 2).astype(np.float32),
+            rng.standard_normal(700).astype(np.float32)]
+
+
+@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+def test_frontend_matches_librosa(kind, tiny_synth):
+    config = FeatureConfig(kind, 80000)
+    frontends = {"factorised": FrontEnd(config), "direct": FrontEnd(config, factorised=False)}
+    assert type(frontends["factorised"].stft).__name__ == "FactorisedSTFT"
+    for wave in signals(tiny_synth):
+        expected = compute_features(wave, config)
+        for name, frontend in frontends.items():
+            with torch.no_grad():
+                got = frontend(torch.from_numpy(wave)[None])[0].numpy()
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() < DB_TOLERANCE, f"{name} DFT, {len(wave)} samples"
+
+
+def test_crop_normalise_pad_matches_numpy():
+    rng = np.random.default_rng(1)
+    for n in (1, 5, 7999, 8000, 8001, 8002, 20001):
+        waves = (rng.standard_normal((2, n)) * 0.1 + 0.3).astype(np.float32)
+        got = crop_normalise_pad(torch.from_numpy(waves), 8000).numpy()
+        for row, wave in zip(got, waves):
+            np.testing.assert_allclose(row, numpy_crop_normalise_pad(wave, 8000), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_synth, tmp_path_factory):
+    from serkd.cli import main
+
+    out = tmp_path_factory.mktemp("deploy_run")
+    argv = ["train", "--corpus", "synth", "--root", str(tiny_synth), "--length", str(LENGTH), "--epochs", "1",
+            "--folds", "0", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tiny_synth, tmp_path_factory):
+    """fp32 + int8 graphs of fold 0, evaluated on its test speaker: the CLI's JSON summary."""
+    import contextlib
+    import io
+
+    from serkd.cli import main
+
+    out = tmp_path_factory.mktemp("graphs") / "model.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["export", str(trained / "fold-spk00"), "--out", str(out), "--int8", "--corpus", "synth",
+                     "--root", str(tiny_synth), "--json"])
+    assert code == 0
+    return json.loads(printed.getvalue())
+
+
+def test_export_matches_torch_and_carries_metadata(exported, trained, tiny_synth):
+    graph = OnnxClassifier(exported["graphs"]["fp32"]["path"])
+    module, meta = load_deployable(trained / "fold-spk00")
+    run = json.loads((trained / "run.json").read_text())
+    assert graph.labels == run["labels"] == meta["labels"]
+    assert graph.sample_rate == 16000
+    props = graph.metadata
+    assert json.loads(props["features"]) == run["features"]
+    assert props["source_fold"] == "fold-spk00" and json.loads(props["source_test_speakers"]) == ["spk00"]
+    assert props["source_data_hash"] == run["data_hash"]
+    assert props["source_git_commit"] == run["provenance"]["git_commit"]
+    assert props["source_fold_dir"] == str((trained / "fold-spk00").resolve())
+    assert exported["max_prob_difference"] <= PROB_TOLERANCE
+    # dynamic length (shorter, equal, longer than the crop) and a batch of two rows
+    for wave in signals(tiny_synth, n=3 * LENGTH):
+        with torch.no_grad():
+            expected = module(torch.from_numpy(wave)[None]).numpy()[0]
+        np.testing.assert_allclose(graph.probs(wave), expected, atol=PROB_TOLERANCE)
+    pair = np.stack([signals(tiny_synth)[0][:9000], signals(tiny_synth)[2][:9000]])
+    with torch.no_grad():
+        expected = module(torch.from_numpy(pair)).numpy()
+    got = graph.session.run(None, {INPUT: pair})[0]
+    np.testing.assert_allclose(got, expected, atol=PROB_TOLERANCE)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+def test_int8_is_smaller_keeps_a_float_frontend_and_reports_wa_ua(exported):
+    fp32, int8 = exported["graphs"]["fp32"], exported["graphs"]["int8"]
+    assert int8["bytes"] < 0.5 * fp32["bytes"]
+    for graph in (fp32, int8):
+        assert 0 <= graph["wa"] <= 1 and 0 <= graph["ua"] <= 1 and graph["n_test"] == 12
+    import onnx
+
+    proto = onnx.load(int8["path"])
+    assert read_metadata(proto)["quantization"].startswith("int8")
+    front = set(frontend_nodes(onnx.load(fp32["path"])))  # the quantizer keeps the excluded nodes' names
+    kept = [node.op_type for node in proto.graph.node if node.name in front]
+    assert len(kept) == len(front) and "MatMul" in kept
+    assert {"ConvInteger", "MatMulInteger"} & {node.op_type for node in proto.graph.node}
+    wave = np.random.default_rng(2).standard_normal(12000).astype(np.float32)
+    p32, p8 = OnnxClassifier(fp32["path"]).probs(wave), OnnxClassifier(int8["path"]).probs(wave)
+    assert np.abs(p32 - p8).max() < 0.05
+
+
+def test_predict_any_rate_and_channels_and_bad_files(exported, tiny_synth, tmp_path, capsys):
+    model = exported["graphs"]["fp32"]["path"]
+    source = sorted((tiny_synth / "wav" / "spk00").glob("*.wav"))[0]
+    wave = load_audio(source)
+    stereo = tmp_path / "stereo44k.flac"
+    t = np.arange(int(len(wave) * 44100 / 16000)) / 44100
+    sf.write(stereo, np.stack([np.interp(t, np.arange(len(wave)) / 16000, wave)] * 2, axis=1), 44100)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio at all")
+    folder = tiny_synth / "wav" / "spk01"
+    code, out, err = run_cli(["predict", model, source, bad, stereo, folder, tmp_path / "missing.wav", "--json"],
+                             capsys)
+    assert code == 2
+    results = json.loads(out)
+    assert [r["path"] for r in results[:2]] == [str(source), str(stereo)]
+    assert len(results) == 2 + len(list(folder.glob("*.wav")))
+    for r in results:
+        assert set(r) == {"path", "label", "probs"} and r["label"] == max(r["probs"], key=r["probs"].get)
+        assert abs(sum(r["probs"].values()) - 1) < 1e-5
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("serkd: error: ") for line in lines)
+    assert str(bad) in lines[0] and "missing.wav" in lines[1] and "Traceback" not in err
+    # the 44.1 kHz stereo copy is resampled outside the graph: close to the 16 kHz original
+    assert np.abs(np.array(list(results[1]["probs"].values())) - list(results[0]["probs"].values())).max() < 0.05
+    code, out, err = run_cli(["predict", model, source], capsys)
+    assert code == 0 and str(source) in out and results[0]["label"] in out and err == ""
+
+
+def test_bench_quick(exported, capsys, tmp_path):
+    model = exported["graphs"]["fp32"]["path"]
+    code, out, err = run_cli(["bench", model, "--teacher", "tiny", "--quick", "--seconds", "1", "--threads", "1",
+                              "--json", "--out", tmp_path / "bench.json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
+    student, teacher = result["student"], result["teacher"]
+    assert student["model"] == "lightsernet" and student["flops"]["total"] > student["flops"]["frontend"] > 0
+    assert student["size_bytes"] == exported["graphs"]["fp32"]["bytes"]
+    for runtime in ("onnx", "torch"):
+        one = student[runtime]["1"]
+        assert one["runs"] == 3 and 0 < one["p50_ms"] <= one["p95_ms"] and one["x_realtime"] > 0
+    assert teacher["flops"] > 0 and teacher["torch"]["1"]["p50_ms"] > 0 and "not WavLM Base+" in teacher["note"]
+    assert len(result["targets"]) == 3 and all(isinstance(row["met"], bool) for row in result["targets"])
+    code, out, _ = run_cli(["bench", model, "--teacher", "none", "--quick", "--seconds", "1", "--threads", "1"],
+                           capsys)
+    assert code == 0 and "onnxruntime" in out and "targets" in out
+
+
+def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["export", tmp_path, "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"serkd: error: {tmp_path}")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    for verb in (["predict", tmp_path / "junk.onnx", tmp_path], ["bench", tmp_path / "junk.onnx", "--quick"]):
+        code, _, err = run_cli(verb, capsys)
+        assert code == 2 and err.startswith("serkd: error: ") and err.count("\n") == 1
+
+
+def test_loading_a_checkpoint_never_unpickles(trained, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    module, meta = load_deployable(trained / "fold-spk00")
+    assert meta["model"] == "lightsernet" and not module.training
