@@ -8,6 +8,7 @@ more than the model's own forward and backward passes.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -87,6 +88,7 @@ def fit(
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
+        started = time.perf_counter()
         total, seen = 0.0, 0
         for idx in batches(train_idx, config.batch_size, generator):
             x = features[idx].to(device, non_blocking=True)
@@ -99,10 +101,13 @@ def fit(
             scheduler.step()
             total += loss.detach() * len(idx)  # stays on device: no sync per batch
             seen += len(idx)
+        train_loss = float(total) / max(seen, 1)  # one device sync per epoch
+        trained = time.perf_counter()
         predictions = predict_logits(model, features, valid_idx, device).argmax(axis=1)
         valid_wa, valid_ua = wa_ua(valid_targets, predictions)
-        record = {"epoch": epoch, "train_loss": float(total) / max(seen, 1), "valid_wa": valid_wa,
-                  "valid_ua": valid_ua, "lr": scheduler.get_last_lr()[0]}
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_wa": valid_wa, "valid_ua": valid_ua,
+                  "lr": scheduler.get_last_lr()[0], "train_s": trained - started,
+                  "valid_s": time.perf_counter() - trained}
         history.append(record)
         if best is None or valid_ua > history[best.best_epoch - 1]["valid_ua"]:
             best = FitResult(epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
