@@ -13,16 +13,18 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import librosa
 import numpy as np
 
 from serkd.data.audio import SAMPLE_RATE, load_audio
 from serkd.data.cache import cache_root
-from serkd.data.manifest import CorpusProblems, Manifest
+from serkd.data.manifest import CorpusProblems, Manifest, Utterance
 from serkd.errors import BadInputError, SerkdError
 from serkd.io import atomic_path
 
+T = TypeVar("T")
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then never read
 
 PRESETS: dict[str, dict] = {
@@ -57,11 +59,16 @@ class FeatureConfig:
         return compute_features(np.ones(self.length, dtype=np.float32), self).shape
 
 
+def crop(wave: np.ndarray, length: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The centre ``length`` samples of a longer waveform (a random window with ``rng``); shorter ones as is."""
+    if len(wave) <= length:
+        return wave
+    start = (len(wave) - length) // 2 if rng is None else int(rng.integers(0, len(wave) - length + 1))
+    return wave[start : start + length]
+
+
 def crop_normalise_pad(wave: np.ndarray, length: int) -> np.ndarray:
-    if len(wave) > length:
-        start = (len(wave) - length) // 2
-        wave = wave[start : start + length]
-    wave = wave.astype(np.float64)
+    wave = crop(wave, length).astype(np.float64)
     wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
     out = np.zeros(length, dtype=np.float32)
     out[: len(wave)] = wave
@@ -123,10 +130,26 @@ def feature_matrix(
     """
     cache = FeatureCache(config)
     hashes = manifest.audio_hashes()
+    rows, kept_manifest = per_utterance(manifest, lambda utt: cache.get(utt.path, hashes[str(utt.path)]), skip_bad,
+                                        progress)
+    return np.stack(rows), kept_manifest, cache
+
+
+def per_utterance(
+    manifest: Manifest,
+    read: Callable[[Utterance], T],
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[T], Manifest]:
+    """``read`` every utterance, in manifest order, collecting the BadInputErrors it raises.
+
+    All problems are reported together, or with ``skip_bad`` the files are dropped and the returned
+    manifest (of the utterances read) says how many.
+    """
     rows, problems, kept = [], [], []
     for i, utt in enumerate(manifest.utterances):
         try:
-            rows.append(cache.get(utt.path, hashes[str(utt.path)]))
+            rows.append(read(utt))
             kept.append(i)
         except BadInputError as problem:
             problems.append(problem)
@@ -139,4 +162,4 @@ def feature_matrix(
     kept_manifest = manifest.subset(kept)
     if problems:
         kept_manifest.notes = [*manifest.notes, f"skipped {len(problems)} bad audio file(s)"]
-    return np.stack(rows), kept_manifest, cache
+    return rows, kept_manifest

@@ -2,12 +2,15 @@
 
 Layout: ``DIR/<fold name>/outputs.safetensors`` (``logits`` [N, C], optional ``embeddings`` [N, D])
 and ``DIR/<fold name>/outputs.json``: utterance ids in row order, labels, teacher name, provenance
-(``trained`` or ``seed-shipped``), fold, the speakers it trained on, data hash, and whether it is
-fold-clean. A student may only use a fold whose teacher never trained on that fold's test speakers.
+(``trained`` or ``seed-shipped``), fold, the speakers it trained on, data hash, whether it is
+fold-clean, and (trained teachers) a config hash: same config + same data hash = reuse, not retrain.
+A student may only use a fold whose teacher never trained on that fold's test speakers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,24 @@ def read_fold(store: Path, fold_name: str) -> TeacherOutputs:
         meta,
         None if embeddings is None else embeddings.numpy(),
     )
+
+
+def config_hash(config: dict) -> str:
+    """Identity of what produced a fold's outputs (model, version, hyper-parameters, fold speakers)."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached(store: Path, fold_name: str, config_key: str, data_hash: str) -> dict | None:
+    """The fold's metadata when its outputs came from the same config and data, else None (retrain)."""
+    folder = Path(store) / fold_name
+    if not (folder / META).is_file() or not (folder / OUTPUTS).is_file():
+        return None
+    try:
+        meta = read_json(folder / META)
+    except (OSError, ValueError):
+        return None  # damaged metadata is recomputed, never trusted
+    same = meta.get("config_hash") == config_key and meta.get("data_hash") == data_hash
+    return meta if same else None
 
 
 def folds_in(store: Path) -> list[str]:
