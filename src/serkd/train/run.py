@@ -24,7 +24,7 @@ from serkd.data.features import DEFAULT_LENGTH, FeatureConfig, feature_matrix
 from serkd.data.manifest import Manifest
 from serkd.data.protocol import Fold, pick_folds, select_on_test
 from serkd.errors import SerkdError
-from serkd.io import atomic_write_json
+from serkd.io import atomic_write_json, read_json
 from serkd.train.checkpoint import save_checkpoint
 from serkd.train.loop import FitConfig, fit, pick_device, predict_logits
 from serkd.train.metrics import confusion, wa_ua
@@ -58,6 +58,7 @@ class RunConfig:
     skip_bad: bool = False
     seed_softmax: bool = False
     corpus_options: dict = field(default_factory=dict)
+    tensorboard: bool = False  # per-epoch curves under RUN_DIR/tensorboard/<fold>
 
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(self.features, self.length or DEFAULT_LENGTH.get(self.corpus, 80000))
@@ -76,12 +77,22 @@ class PreparedData:
     data_hash: str
 
 
-def prepare(config: RunConfig, console: Console) -> PreparedData:
+def load_manifest(config: RunConfig) -> Manifest:
+    """The corpus, bad files failing the run (or dropped with ``skip_bad``), after checking the options."""
     if config.select not in ("valid", "test"):
         raise SerkdError(f"--select must be 'valid' or 'test', not {config.select!r}")
     if config.epochs < 1:
         raise SerkdError("--epochs must be at least 1")
-    manifest = load_corpus(config.corpus, config.root, **config.corpus_options).raise_problems(config.skip_bad)
+    return load_corpus(config.corpus, config.root, **config.corpus_options).raise_problems(config.skip_bad)
+
+
+def run_folds(config: RunConfig, manifest: Manifest) -> list[Fold]:
+    folds = manifest.folds if config.select == "valid" else select_on_test(manifest.folds)
+    return pick_folds(folds, config.folds)
+
+
+def prepare(config: RunConfig, console: Console) -> PreparedData:
+    manifest = load_manifest(config)
     feature_config = config.feature_config()
     with _progress(console) as progress:
         task = progress.add_task(f"features ({feature_config.kind})", total=len(manifest))
@@ -91,12 +102,11 @@ def prepare(config: RunConfig, console: Console) -> PreparedData:
     for note in manifest.notes:
         console.print(f"[yellow]{note}")
     console.print(f"features: {cache.computed} computed, {cache.reused} from cache ({cache.folder})")
-    folds = manifest.folds if config.select == "valid" else select_on_test(manifest.folds)
     return PreparedData(
         manifest,
         torch.from_numpy(matrix).unsqueeze(1),
         torch.from_numpy(manifest.label_ids()),
-        pick_folds(folds, config.folds),
+        run_folds(config, manifest),
         manifest.data_hash(),
     )
 
@@ -104,6 +114,22 @@ def prepare(config: RunConfig, console: Console) -> PreparedData:
 def fold_indices(manifest: Manifest, fold: Fold) -> dict[str, np.ndarray]:
     speakers = np.array([u.speaker for u in manifest.utterances])
     return {part: np.flatnonzero(np.isin(speakers, getattr(fold, part))) for part in ("train", "valid", "test")}
+
+
+def check_fold(manifest: Manifest, fold: Fold, parts: dict[str, np.ndarray], console: Console) -> list[str]:
+    """Refuse a fold that cannot be trained or selected; return the classes absent from its test set."""
+    labels = manifest.labels
+    targets = manifest.label_ids()
+    missing_train = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["train"]] == c)]
+    if missing_train:
+        raise SerkdError(f"fold {fold.name}: class(es) {', '.join(missing_train)} absent from the training speakers")
+    absent_test = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["test"]] == c)]
+    if absent_test:
+        console.print(f"[yellow]fold {fold.name}: class(es) {', '.join(absent_test)} absent from the test set; "
+                      "UA is over the classes present")
+    if len(parts["valid"]) == 0:
+        raise SerkdError(f"fold {fold.name}: no validation utterances")
+    return absent_test
 
 
 def _teacher_for(config: RunConfig, data: PreparedData, console: Console) -> dict[str, tuple[np.ndarray, list]]:
@@ -141,7 +167,10 @@ def run(config: RunConfig, out: str | Path, console: Console | None = None, teac
     """Train one model per fold; return the per-fold result dicts."""
     console = console or Console(stderr=True)
     out = Path(out)
-    loss_fn = distill.create(config.method, **config.method_params)
+    try:
+        loss_fn = distill.create(config.method, **config.method_params)
+    except (ValueError, TypeError) as exc:  # the registry's own message names the method or parameter
+        raise SerkdError(f"--method {config.method}: {exc}") from None
     if getattr(loss_fn, "needs_teacher", False) and not config.teacher:
         raise SerkdError(f"method {config.method!r} needs teacher outputs: pass --teacher DIR")
     data = prepare(config, console)
@@ -172,15 +201,12 @@ def _run_fold(config, data, fold, teacher, loss_fn, device, out, record, console
     labels = data.manifest.labels
     parts = fold_indices(data.manifest, fold)
     targets = data.targets.numpy()
-    missing_train = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["train"]] == c)]
-    if missing_train:
-        raise SerkdError(f"fold {fold.name}: class(es) {', '.join(missing_train)} absent from the training speakers")
-    absent_test = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["test"]] == c)]
-    if absent_test:
-        console.print(f"[yellow]fold {fold.name}: class(es) {', '.join(absent_test)} absent from the test set; "
-                      "UA is over the classes present")
-    if len(parts["valid"]) == 0:
-        raise SerkdError(f"fold {fold.name}: no validation utterances")
+    absent_test = check_fold(data.manifest, fold, parts, console)
+    teacher_key = _teacher_key(record, fold) if teacher_out else None
+    if teacher_key and teacher_outputs.cached(teacher_out, fold.name, teacher_key, data.data_hash) and (
+            out / fold.name / "results.json").is_file():
+        console.print(f"fold {fold.name}: cached (same config and data)")
+        return read_json(out / fold.name / "results.json")
 
     torch.manual_seed(config.seed)
     model = models.create(config.student, num_classes=len(labels), **_model_options(config))
@@ -227,11 +253,34 @@ def _run_fold(config, data, fold, teacher, loss_fn, device, out, record, console
             "train_speakers": list(fold.train), "valid_speakers": list(fold.valid), "test_speakers": list(fold.test),
             "labels": labels, "data_hash": data.data_hash, "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"],
             "selection": fold.selection, "features": record["features"], "git_commit": summary["git_commit"],
+            "config_hash": teacher_key,
         })
+    if config.tensorboard:
+        _write_curves(out / "tensorboard" / fold.name, result.history, wa, ua)
     atomic_write_json(fold_dir / "results.json", summary)
     console.print(f"{fold.name}: test WA {100 * wa:.2f}  UA {100 * ua:.2f}  (best epoch {result.best_epoch} "
                   f"on {'test' if fold.selection == 'test' else 'validation'} UA, {seconds:.1f} s)")
     return summary
+
+
+def _write_curves(folder: Path, history: list[dict], test_wa: float, test_ua: float) -> None:
+    """Curves are written once the fold is done, so TensorBoard costs the training loop nothing."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for record in history:
+            for key in ("train_loss", "valid_wa", "valid_ua", "lr"):
+                writer.add_scalar(key, record[key], record["epoch"])
+        writer.add_scalar("test_wa_at_best", test_wa, 0)
+        writer.add_scalar("test_ua_at_best", test_ua, 0)
+
+
+def _teacher_key(record: dict, fold: Fold) -> str:
+    # where the corpus lies, the device and how folds were picked change no output: data hash and fold say it
+    ignored = ("root", "device", "folds", "skip_bad", "tensorboard")
+    config = {k: v for k, v in record["config"].items() if k not in ignored}
+    return teacher_outputs.config_hash({"config": config, "features": record["features"], "fold": fold.to_json(),
+                                        "labels": record["labels"]})
 
 
 def _model_options(config: RunConfig) -> dict:
