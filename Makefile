@@ -25,6 +25,8 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_teacher.py
+	$(BIN)/python benchmarks/bench_deploy.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -270,8 +270,8 @@ def cmd_teacher_train(args) -> None:
         raise SerkdError(f"--{given[0].replace('_', '-')} applies to WavLM teachers only, not {args.model!r}")
     _fill_defaults(args, CNN_TEACHER_DEFAULTS)
     config = run_config(args, student=args.model, method="ce")
-    run(config, args.out / "runs", stderr, teacher_out=args.out)
-    show_report([args.out / "runs"])
+    run(config, args.out, stderr, teacher_out=args.out)  # results beside the outputs, as for WavLM teachers
+    show_report([args.out])
     stderr.print(f"teacher outputs: {args.out}")
 
 

@@ -94,7 +94,7 @@ def run_folds(config: RunConfig, manifest: Manifest) -> list[Fold]:
 def prepare(config: RunConfig, console: Console) -> PreparedData:
     manifest = load_manifest(config)
     feature_config = config.feature_config()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"features ({feature_config.kind})", total=len(manifest))
         matrix, manifest, cache = feature_matrix(
             manifest, feature_config, config.skip_bad, lambda n: progress.advance(task, n)
@@ -212,7 +212,7 @@ def _run_fold(config, data, fold, teacher, loss_fn, device, out, record, console
     model = models.create(config.student, num_classes=len(labels), **_model_options(config))
     teacher_logits = torch.from_numpy(teacher[0]) if teacher else None
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"{fold.name} {config.student}/{config.method}", total=config.epochs)
 
         def on_epoch(rec: dict) -> None:
@@ -287,6 +287,6 @@ def _model_options(config: RunConfig) -> dict:
     return {"seed_softmax": True} if config.seed_softmax and config.student == "lightsernet" else {}
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeElapsedColumn(), console=console, transient=True)

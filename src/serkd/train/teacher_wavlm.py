@@ -41,7 +41,15 @@ from serkd.models import wavlm_teacher
 from serkd.train.loop import batches, pick_device
 from serkd.train.metrics import confusion, wa_ua
 from serkd.train.provenance import provenance
-from serkd.train.run import MARK_TEST_SELECTED, RunConfig, _progress, check_fold, fold_indices, load_manifest, run_folds
+from serkd.train.run import (
+    MARK_TEST_SELECTED,
+    RunConfig,
+    check_fold,
+    fold_indices,
+    load_manifest,
+    progress_bar,
+    run_folds,
+)
 
 RESULTS = "results.json"
 # serkd train's defaults suit a CNN trained from scratch; fine-tuning a pre-trained transformer wants these
@@ -85,7 +93,7 @@ class Waveforms:
 
 def load_waveforms(run: RunConfig, console: Console) -> Waveforms:
     manifest = load_manifest(run)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("audio", total=len(manifest))
         waves, manifest = per_utterance(manifest, lambda utt: load_audio(utt.path), run.skip_bad,
                                         lambda n: progress.advance(task, n))
@@ -199,7 +207,7 @@ def fine_tune(teacher, data: Waveforms, parts: dict, config: WavLMTeacherConfig,
     targets = torch.from_numpy(data.targets)
     history: list[dict] = []
     best_epoch, best_state = 0, None
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"{name} teacher", total=total)
         for epoch in range(1, run.epochs + 1):
             teacher.train()
