@@ -39,20 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from serkd import distill
+from serkd.deploy.bench import time_calls
 
 CLASSES = 7
 TARGETS = {"ckd_speedup_vs_loops": 10_000.0, "ckd_step_overhead_vs_kd": 0.10, "ckd_extra_mib_b256": 1024.0}
 
 
 def timings(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return time_calls(fn, repeats, warmup)
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -206,6 +200,7 @@ def bench_seed_loops(quick: bool, sample: int = 100) -> dict:
 _MEMORY_PROBE = """
 import ctypes, gc, json, resource, sys, torch
 from serkd import distill
+from serkd.deploy.bench import time_calls
 
 def status_kib(field):
     with open("/proc/self/status") as f:

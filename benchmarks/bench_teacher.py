@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from rich.table import Table
 
 from serkd import models
 from serkd.data.features import FeatureConfig, compute_features
+from serkd.deploy.bench import time_calls
 from serkd.models import wavlm_teacher
 
 CLIP = 80000  # 5 s at 16 kHz, the Emo-DB seed length
@@ -44,13 +44,7 @@ GPU_NOTE = "Base+ fine-tuning step time on a GPU: not measured (no GPU was lent 
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = time_calls(fn, repeats, warmup)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 

@@ -70,7 +70,8 @@ def clip(seconds: float = CLIP_SECONDS, sample_rate: int = 16000, seed: int = 0)
     return (0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.1 * t)) + 0.05 * noise).astype(np.float32)
 
 
-def measure(run: Callable[[], object], threads: int, repeats: int, warmup: int) -> Latency:
+def time_calls(run: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls after ``warmup`` untimed ones (shared by the benchmarks)."""
     for _ in range(warmup):
         run()
     times = []
@@ -78,7 +79,11 @@ def measure(run: Callable[[], object], threads: int, repeats: int, warmup: int) 
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    ms = 1000.0 * np.array(times)
+    return times
+
+
+def measure(run: Callable[[], object], threads: int, repeats: int, warmup: int) -> Latency:
+    ms = 1000.0 * np.array(time_calls(run, repeats, warmup))
     return Latency(threads, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.min()), repeats)
 
 
