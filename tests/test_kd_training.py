@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -106,3 +107,41 @@ def test_method_params_reach_the_loss_and_the_record(teacher_store, tiny_synth, 
     assert run_cli(argv, capsys)[0] == 0
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["config"]["method_params"] == {"temp": 4, "alpha": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "kd", "--method-param", "alpha=abc"], "alpha='abc': expected a number"),
+        (["--method", "kd", "--method-param", "standardize=maybe"], "standardize='maybe': expected true or false"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--student", "nosuch"], "unknown model 'nosuch'"),
+        (["--method", "kd", "--teacher", "/nonexistent/teacher"], "teacher outputs folder not found"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tiny_synth, tmp_path, capsys, extra, message):
+    code, _, err = run_cli(["train", *COMMON, "--root", tiny_synth, *extra, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_scientific_notation_param_is_a_number(teacher_store, tiny_synth, tmp_path, capsys):
+    argv = ["train", *COMMON, "--folds", "0", "--root", tiny_synth, "--method", "ckd", "--teacher", teacher_store,
+            "--method-param", "lambda_1=1e-3", "--out", tmp_path]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["method_params"] == {"lambda_1": 0.001}
+
+
+def test_run_folder_refuses_another_config_and_merges_folds(tiny_synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["train", *COMMON, "--folds", "0", "--root", tiny_synth, "--out", out], capsys)[0] == 0
+    assert run_cli(["train", *COMMON, "--folds", "1", "--root", tiny_synth, "--out", out], capsys)[0] == 0
+    assert [f["name"] for f in read_json(out / "run.json")["folds"]] == ["fold-spk00", "fold-spk01"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / "run.json").stat().st_mode & 0o777 == 0o666 & ~mask  # as readable as any file, not 0600
+    code, _, err = run_cli(["train", *COMMON, "--epochs", "2", "--folds", "2", "--root", tiny_synth, "--out", out],
+                           capsys)
+    assert code == 2 and "epochs differ" in err

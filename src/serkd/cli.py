@@ -25,14 +25,23 @@ stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def parse_params(pairs: list[str] | None) -> dict:
-    """``key=value`` pairs; values are read as YAML scalars (numbers, booleans, lists)."""
+    """``key=value`` pairs; numbers (``1e-3`` included), booleans and lists are typed, the rest stay text."""
     params = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SerkdError(f"--method-param expects key=value, got {pair!r}")
-        params[key.strip()] = yaml.safe_load(value)
+        params[key.strip()] = _scalar(value.strip())
     return params
+
+
+def _scalar(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)  # true/false, null, [1, 2] ...
 
 
 def print_json(obj) -> None:

@@ -86,6 +86,64 @@ def load_manifest(config: RunConfig) -> Manifest:
     return load_corpus(config.corpus, config.root, **config.corpus_options).raise_problems(config.skip_bad)
 
 
+def make_loss(method: str, params: dict) -> torch.nn.Module:
+    """The KD method, with each parameter checked against the type of its default (one-line errors)."""
+    try:
+        defaults = distill.defaults(method)
+    except ValueError as exc:
+        raise SerkdError(f"--method {method}: {exc}") from None
+    for key, value in params.items():
+        default = defaults.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise SerkdError(f"--method-param {key}={value!r}: expected true or false")
+        if isinstance(default, int | float) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SerkdError(f"--method-param {key}={value!r}: expected a number")
+    try:
+        return distill.create(method, **params)
+    except (ValueError, TypeError) as exc:  # the registry's own message names the method or parameter
+        raise SerkdError(f"--method {method}: {exc}") from None
+
+
+def check_options(config: RunConfig) -> None:
+    """Refuse impossible training options before any feature is computed."""
+    if config.batch_size < 1:
+        raise SerkdError("--batch-size must be at least 1")
+    if not config.lr > 0 or config.weight_decay < 0:
+        raise SerkdError("--lr must be positive and --weight-decay non-negative")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SerkdError(f"--device {config.device}: no CUDA device is available here (use --device cpu or auto)")
+    if config.teacher and not Path(config.teacher).is_dir():
+        raise SerkdError(f"{config.teacher}: teacher outputs folder not found")
+    try:
+        models.create(config.student, num_classes=2, **_model_options(config))
+    except (TypeError, ValueError) as exc:
+        raise SerkdError(f"--student {config.student}: {exc}") from None
+
+
+def _check_out(out: Path, config: RunConfig) -> None:
+    """A run folder holds one config: refuse to mix folds trained with different settings."""
+    if not (out / "run.json").is_file():
+        return
+    try:
+        previous = read_json(out / "run.json").get("config", {})
+    except (OSError, ValueError):
+        return
+    ignore = {"folds", "device"}
+    changed = sorted(k for k, v in asdict(config).items() if k not in ignore and previous.get(k, v) != v)
+    if changed:
+        raise SerkdError(f"{out}: holds a run with another config ({', '.join(changed)} differ); "
+                         "choose another --out or remove it")
+
+
+def _fold_union(out: Path, folds: list[Fold]) -> list[dict]:
+    """Folds already in the run folder (same config, earlier --folds) plus this call's."""
+    previous = read_json(out / "run.json").get("folds", []) if (out / "run.json").is_file() else []
+    merged = {f["name"]: f for f in previous}
+    merged.update({f.name: f.to_json() for f in folds})
+    return list(merged.values())
+
+
 def run_folds(config: RunConfig, manifest: Manifest) -> list[Fold]:
     folds = manifest.folds if config.select == "valid" else select_on_test(manifest.folds)
     return pick_folds(folds, config.folds)
@@ -167,12 +225,13 @@ def run(config: RunConfig, out: str | Path, console: Console | None = None, teac
     """Train one model per fold; return the per-fold result dicts."""
     console = console or Console(stderr=True)
     out = Path(out)
-    try:
-        loss_fn = distill.create(config.method, **config.method_params)
-    except (ValueError, TypeError) as exc:  # the registry's own message names the method or parameter
-        raise SerkdError(f"--method {config.method}: {exc}") from None
+    loss_fn = make_loss(config.method, config.method_params)
     if getattr(loss_fn, "needs_teacher", False) and not config.teacher:
         raise SerkdError(f"method {config.method!r} needs teacher outputs: pass --teacher DIR")
+    if config.teacher and not getattr(loss_fn, "needs_teacher", False):
+        console.print(f"[yellow]method {config.method!r} uses no teacher: --teacher {config.teacher} is ignored")
+    check_options(config)
+    _check_out(out, config)
     data = prepare(config, console)
     teachers = _teacher_for(config, data, console)
     labels = data.manifest.labels
@@ -184,7 +243,7 @@ def run(config: RunConfig, out: str | Path, console: Console | None = None, teac
         "labels": labels,
         "data_hash": data.data_hash,
         "corpus_counts": data.manifest.counts(),
-        "folds": [f.to_json() for f in data.folds],
+        "folds": _fold_union(out, data.folds),
         "device": str(device),
         "provenance": provenance(),
     }
