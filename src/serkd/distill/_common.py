@@ -92,6 +92,14 @@ def kl_elementwise(log_q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return F.kl_div(log_q, p, reduction="none")
 
 
+def check_temperatures(temperatures) -> list[float]:
+    """Temperatures as a non-empty list of positive floats (one-line ValueError otherwise)."""
+    temps = [float(t) for t in temperatures]
+    if not temps or min(temps) <= 0:
+        raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temps!r}")
+    return temps
+
+
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -42,6 +42,7 @@ from ._common import (
     LogitLoss,
     as_temperatures,
     check_choice,
+    check_temperatures,
     kl_elementwise,
     maybe_standardize,
     reduce_kl,
@@ -191,9 +192,7 @@ class CKD(LogitLoss):
         chunk_elems: int = DEFAULT_CHUNK_ELEMS,
     ):
         super().__init__()
-        temps = list(range(1, int(temp_range))) if temperatures is None else [float(t) for t in temperatures]
-        if not temps or min(temps) <= 0:
-            raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temps!r}")
+        temps = check_temperatures(range(1, int(temp_range)) if temperatures is None else temperatures)
         if int(chunk_elems) < 1:
             raise ValueError(f"chunk_elems must be >= 1, got {chunk_elems!r}")
         self.temp_range = temp_range

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss, as_temperatures, kl_elementwise, maybe_standardize, soften
+from ._common import LogitLoss, as_temperatures, check_temperatures, kl_elementwise, maybe_standardize, soften
 
 
 class MLKD(LogitLoss):
@@ -38,9 +38,7 @@ class MLKD(LogitLoss):
         standardize: bool = False,
     ):
         super().__init__()
-        temps = [float(t) for t in temperatures]
-        if not temps or min(temps) <= 0:
-            raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temps!r}")
+        temps = check_temperatures(temperatures)
         self.temperatures = temps
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
