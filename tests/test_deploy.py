@@ -34,13 +34,7 @@ PROB_TOLERANCE = 1e-4
 LENGTH = 8000  # the tiny run's crop length (0.5 s)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensor ops on two OpenMP threads wait on each other for milliseconds when the CPUs are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def signals(tiny_synth, n: int = 80000) -> list[np.ndarray]:

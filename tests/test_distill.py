@@ -36,13 +36,7 @@ PURE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads only add stalls on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def logits(b: int, c: int, seed: int, dtype=torch.float64, scale: float = 2.0) -> torch.Tensor:
