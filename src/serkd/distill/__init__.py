@@ -1,21 +1,22 @@
-"""Knowledge-distillation losses for logit students, one file per method, and their registry.
+"""Knowledge-distillation losses, one file per method, and their registry.
 
     method = create("ckd", lambda_1=0.001)
     loss = method(student_logits, teacher_logits, targets)   # [B, C], [B, C] (None for ce), [B]
 
-Adding a method: write ``<name>.py`` with an ``nn.Module`` (subclass ``LogitLoss``) and add one
-line to ``_METHODS`` below.
+Adding a method = one file in this folder with an ``nn.Module`` subclass of ``LogitLoss`` decorated
+with ``@register("name")`` (from ``._common``), its formula in the module docstring; nothing else.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ._common import LogitLoss, standardize
+from serkd.registry import import_submodules
+
+from ._common import METHODS, LogitLoss, register, standardize
 from .ce import CE
 from .ckd import CKD
 from .dist import DIST
@@ -24,18 +25,8 @@ from .kd import KD
 from .mlkd import MLKD
 from .rkd import RKD
 
-_METHODS: dict[str, type[LogitLoss]] = {
-    "ce": CE,
-    "kd": KD,
-    "dkd": DKD,
-    "rkd": RKD,
-    "ckd": CKD,
-    "mlkd": MLKD,
-    "dist": DIST,
-}
-
-# The seed's command-line spellings.
-_ALIASES = {"pure": "ce"}
+# the seed's five lead every listing; the others follow in registration order
+SEED_METHODS = ("ce", "kd", "dkd", "rkd", "ckd")
 
 __all__ = [
     "CE", "CKD", "DIST", "DKD", "KD", "MLKD", "RKD",
@@ -43,37 +34,36 @@ __all__ = [
 ]
 
 
-def register(name: str) -> Callable[[type[LogitLoss]], type[LogitLoss]]:
-    """Class decorator adding a method under ``name`` (for methods defined outside this package)."""
-
-    def wrap(cls: type[LogitLoss]) -> type[LogitLoss]:
-        key = name.lower()
-        if key in _METHODS and _METHODS[key] is not cls:
-            raise ValueError(f"KD method {key!r} is already registered")
-        _METHODS[key] = cls
-        return cls
-
-    return wrap
-
-
 def available() -> list[str]:
-    """Names accepted by ``create``, in registry order (the seed's five first)."""
-    return list(_METHODS)
+    """Names accepted by ``create``: the seed's five first, then the others."""
+    return [*SEED_METHODS, *(m for m in METHODS.available() if m not in SEED_METHODS)]
 
 
 def get(name: str) -> type[LogitLoss]:
     """The class registered under ``name`` (case-insensitive; 'pure' means 'ce')."""
-    key = name.lower()
-    key = _ALIASES.get(key, key)
-    if key not in _METHODS:
+    key = METHODS.resolve(name)
+    if key is None:
         raise ValueError(f"unknown KD method {name!r}; available: {', '.join(available())}")
-    return _METHODS[key]
+    return METHODS.get(key)
+
+
+def canonical(name: str) -> str:
+    """The registered name (``pure`` -> ``ce``); ValueError for an unknown method."""
+    get(name)
+    return METHODS.resolve(name)
 
 
 def defaults(name: str) -> dict[str, Any]:
     """Constructor parameters of a method and their default values."""
     sig = inspect.signature(get(name).__init__)
     return {p.name: p.default for p in list(sig.parameters.values())[1:]}
+
+
+def summary(name: str) -> str:
+    """The first line of a method's docstring (its module's): what it is."""
+    cls = get(name)
+    doc = inspect.getmodule(cls).__doc__ or cls.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def create(name: str, **params: Any) -> nn.Module:
@@ -87,3 +77,6 @@ def create(name: str, **params: Any) -> nn.Module:
             f"accepted: {', '.join(accepted) or '(none)'}"
         )
     return cls(**params)
+
+
+import_submodules(__name__, __path__)

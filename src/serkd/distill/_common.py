@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from serkd.registry import Registry
+
 KL_REDUCTIONS = ("mean", "batchmean", "sum")
+
+# filled by each method file's @register(name); the package imports every file in this folder
+METHODS: Registry[type] = Registry("KD method")
+register = METHODS.register
 
 
 class LogitLoss(nn.Module):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss
+from ._common import LogitLoss, register
 
 
+@register("ce", aliases=("pure",))
 class CE(LogitLoss):
     needs_teacher = False
 

@@ -46,8 +46,7 @@ from ._common import (
     kl_elementwise,
     maybe_standardize,
     reduce_kl,
-    soften,
-)
+    soften, register)
 
 # Elements of the N x N difference processed at once by the chunked algorithm: ~16 MB per float64 buffer.
 DEFAULT_CHUNK_ELEMS = 1 << 21
@@ -177,6 +176,7 @@ def gram_terms(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return instances, classes
 
 
+@register("ckd")
 class CKD(LogitLoss):
     def __init__(
         self,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss, check_positive, maybe_standardize
+from ._common import LogitLoss, check_positive, maybe_standardize, register
 
 EPS = 1e-8
 
@@ -41,6 +41,7 @@ def intra_class_relation(ys: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
     return 1 - pearson_rows(ys.t(), yt.t()).mean()
 
 
+@register("dist")
 class DIST(LogitLoss):
     def __init__(
         self,

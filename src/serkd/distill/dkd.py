@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss, check_positive, kl_elementwise, maybe_standardize
+from ._common import LogitLoss, check_positive, kl_elementwise, maybe_standardize, register
 
 
 def _split_log_probs(scaled: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,6 +35,7 @@ def _split_log_probs(scaled: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tens
     return log_binary, log_nontarget
 
 
+@register("dkd")
 class DKD(LogitLoss):
     def __init__(
         self,

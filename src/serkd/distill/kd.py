@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import KL_REDUCTIONS, LogitLoss, check_choice, check_positive, maybe_standardize, reduce_kl
+from ._common import KL_REDUCTIONS, LogitLoss, check_choice, check_positive, maybe_standardize, reduce_kl, register
 
 
+@register("kd")
 class KD(LogitLoss):
     def __init__(
         self,

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss, as_temperatures, check_temperatures, kl_elementwise, maybe_standardize, soften
+from ._common import LogitLoss, as_temperatures, check_temperatures, kl_elementwise, maybe_standardize, soften, register
 
 
+@register("mlkd")
 class MLKD(LogitLoss):
     def __init__(
         self,

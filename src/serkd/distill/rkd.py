@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss
+from ._common import LogitLoss, register
 
 
 def _normalized_pdist(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -35,6 +35,7 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)
 
 
+@register("rkd")
 class RKD(LogitLoss):
     def __init__(self, distance_weight: float = 0.3, angle_weight: float = 0.7, ce_weight: float = 0.5):
         super().__init__()

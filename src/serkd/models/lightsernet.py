@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from serkd.models import register
+
 
 def _same_conv(cin: int, cout: int, kernel, bias: bool) -> nn.Module:
     """A 'same' conv; even kernels get PyTorch's asymmetric 'same' padding (less before, more after)
@@ -30,6 +32,7 @@ def _conv_bn_relu(cin: int, cout: int, kernel, bias: bool) -> list[nn.Module]:
     return [_same_conv(cin, cout, kernel, bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+@register("lightsernet")
 class LightSERNetPlus(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 1, dropout: float = 0.3, seed_softmax: bool = False):
         super().__init__()

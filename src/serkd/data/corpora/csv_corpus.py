@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from serkd.data.corpora import register
 from serkd.data.corpora._common import require_some, with_durations
 from serkd.data.manifest import Manifest, Utterance, check_labels
 from serkd.data.protocol import Fold, leave_groups_out
@@ -103,6 +104,7 @@ def default_folds(utterances: list[Utterance], speakers_per_fold: int = 1, sourc
     return leave_groups_out(groups, names=["fold-" + "+".join(g) for g in groups])
 
 
+@register("csv")
 def load(root: Path, labels: list[str] | None = None, speakers_per_fold: int = 1) -> Manifest:
     csv_path = Path(root)
     if csv_path.is_dir():

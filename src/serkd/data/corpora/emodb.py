@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from serkd.data.corpora import register
 from serkd.data.corpora._common import no_options, require_some, with_durations
 from serkd.data.manifest import Manifest, Utterance
 from serkd.data.protocol import Fold, leave_groups_out
@@ -53,6 +54,7 @@ def folds(speakers: list[str]) -> list[Fold]:
     return leave_groups_out([[s] for s in order], names=[f"spk{s}" for s in order])
 
 
+@register("emodb")
 def load(root: Path, **options) -> Manifest:
     no_options("emodb", options)
     root = Path(root)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from serkd.data.corpora import register
 from serkd.data.corpora._common import no_options, require_some, with_durations
 from serkd.data.manifest import Manifest, Utterance
 from serkd.data.protocol import leave_groups_out
@@ -84,6 +85,7 @@ def read_session(session: Path) -> tuple[list[Utterance], list[BadInputError]]:
     return utterances, problems
 
 
+@register("iemocap")
 def load(root: Path, **options) -> Manifest:
     no_options("iemocap", options)
     root = Path(root)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from serkd.data.corpora import register
 from serkd.data.corpora.csv_corpus import build, read_rows
 from serkd.data.manifest import Manifest
 from serkd.errors import SerkdError
 from serkd.io import read_json
 
 
+@register("synth")
 def load(root: Path, **_: object) -> Manifest:
     root = Path(root)
     meta_path, table = root / "synth.json", root / "manifest.csv"
