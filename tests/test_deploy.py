@@ -92,7 +92,7 @@ def exported(trained, tiny_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("graphs") / "model.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["export", str(trained / "fold-spk00"), "--out", str(out), "--int8", "--corpus", "synth",
+        code = main(["export", str(trained / "spk00"), "--out", str(out), "--int8", "--corpus", "synth",
                      "--root", str(tiny_synth), "--json"])
     assert code == 0
     return json.loads(printed.getvalue())
@@ -100,16 +100,16 @@ def exported(trained, tiny_synth, tmp_path_factory):
 
 def test_export_matches_torch_and_carries_metadata(exported, trained, tiny_synth):
     graph = OnnxClassifier(exported["graphs"]["fp32"]["path"])
-    module, meta = load_deployable(trained / "fold-spk00")
+    module, meta = load_deployable(trained / "spk00")
     run = json.loads((trained / "run.json").read_text())
     assert graph.labels == run["labels"] == meta["labels"]
     assert graph.sample_rate == 16000
     props = graph.metadata
     assert json.loads(props["features"]) == run["features"]
-    assert props["source_fold"] == "fold-spk00" and json.loads(props["source_test_speakers"]) == ["spk00"]
+    assert props["source_fold"] == "spk00" and json.loads(props["source_test_speakers"]) == ["spk00"]
     assert props["source_data_hash"] == run["data_hash"]
     assert props["source_git_commit"] == run["provenance"]["git_commit"]
-    assert props["source_fold_dir"] == str((trained / "fold-spk00").resolve())
+    assert props["source_fold_dir"] == str((trained / "spk00").resolve())
     assert exported["max_prob_difference"] <= PROB_TOLERANCE
     # dynamic length (shorter, equal, longer than the crop) and a batch of two rows
     for wave in signals(tiny_synth, n=3 * LENGTH):
@@ -206,5 +206,5 @@ def test_loading_a_checkpoint_never_unpickles(trained, monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    module, meta = load_deployable(trained / "fold-spk00")
+    module, meta = load_deployable(trained / "spk00")
     assert meta["model"] == "lightsernet" and not module.training

@@ -27,8 +27,8 @@ def teacher_store(tiny_synth, tmp_path_factory):
 
 
 def test_teacher_store_covers_every_utterance_with_provenance(teacher_store, tiny_synth):
-    assert teacher_outputs.folds_in(teacher_store) == ["fold-spk00", "fold-spk01"]
-    outputs = teacher_outputs.read_fold(teacher_store, "fold-spk00")
+    assert teacher_outputs.folds_in(teacher_store) == ["spk00", "spk01"]
+    outputs = teacher_outputs.read_fold(teacher_store, "spk00")
     assert outputs.logits.shape == (48, 4) and len(set(outputs.utt_ids)) == 48
     meta = outputs.meta
     assert meta["teacher"] == "lightsernet" and meta["provenance"] == "trained" and meta["fold_clean"] is True
@@ -43,7 +43,7 @@ def test_student_distils_from_the_store(teacher_store, tiny_synth, tmp_path, cap
             "--out", tmp_path]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
-    result = read_json(tmp_path / "fold-spk00" / "results.json")
+    result = read_json(tmp_path / "spk00" / "results.json")
     assert result["method"] == method and result["teacher"] == str(teacher_store) and result["marks"] == []
     assert np.isfinite(result["history"][0]["train_loss"])
 
@@ -53,7 +53,7 @@ def _leaky_copy(teacher_store, tmp_path):
 
     leaky = tmp_path / "leaky"
     shutil.copytree(teacher_store, leaky)
-    meta_path = leaky / "fold-spk00" / teacher_outputs.META
+    meta_path = leaky / "spk00" / teacher_outputs.META
     meta = read_json(meta_path)
     meta["train_speakers"] = [*meta["train_speakers"], "spk00"]
     atomic_write_json(meta_path, meta)
@@ -68,24 +68,24 @@ def test_student_refuses_a_teacher_trained_on_its_test_speaker(teacher_store, ti
     assert code == 2 and "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("serkd: error:")]
     assert "trained on test speaker(s) spk00" in line and "--allow-leaky-teacher" in line
-    assert not (tmp_path / "run" / "fold-spk00").exists()
+    assert not (tmp_path / "run" / "spk00").exists()
 
     code, _, err = run_cli([*argv, "--allow-leaky-teacher"], capsys)
     assert code == 0, err
-    assert read_json(tmp_path / "run" / "fold-spk00" / "results.json")["marks"] == ["leaky-teacher"]
+    assert read_json(tmp_path / "run" / "spk00" / "results.json")["marks"] == ["leaky-teacher"]
 
 
 def test_missing_teacher_output_names_the_utterance(teacher_store, tiny_synth, tmp_path, capsys):
-    outputs = teacher_outputs.read_fold(teacher_store, "fold-spk00")
+    outputs = teacher_outputs.read_fold(teacher_store, "spk00")
     store = tmp_path / "store"
-    teacher_outputs.write_fold(store, "fold-spk00", outputs.utt_ids[1:], outputs.logits[1:], outputs.meta)
+    teacher_outputs.write_fold(store, "spk00", outputs.utt_ids[1:], outputs.logits[1:], outputs.meta)
     argv = ["train", *COMMON, "--folds", "0", "--root", tiny_synth, "--method", "kd", "--teacher", store,
             "--out", tmp_path / "run"]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
     assert f"no teacher output for utterance {outputs.utt_ids[0]!r}" in err
     code, _, err = run_cli([*argv[:-4], "--folds", "1", "--teacher", store, "--out", tmp_path / "run"], capsys)
-    assert code == 2 and "missing teacher outputs for fold 'fold-spk01'" in err
+    assert code == 2 and "missing teacher outputs for fold 'spk01'" in err
 
 
 def test_kd_without_teacher_is_refused(tiny_synth, tmp_path, capsys):
@@ -138,7 +138,7 @@ def test_run_folder_refuses_another_config_and_merges_folds(tiny_synth, tmp_path
     out = tmp_path / "run"
     assert run_cli(["train", *COMMON, "--folds", "0", "--root", tiny_synth, "--out", out], capsys)[0] == 0
     assert run_cli(["train", *COMMON, "--folds", "1", "--root", tiny_synth, "--out", out], capsys)[0] == 0
-    assert [f["name"] for f in read_json(out / "run.json")["folds"]] == ["fold-spk00", "fold-spk01"]
+    assert [f["name"] for f in read_json(out / "run.json")["folds"]] == ["spk00", "spk01"]
     mask = os.umask(0)
     os.umask(mask)
     assert (out / "run.json").stat().st_mode & 0o777 == 0o666 & ~mask  # as readable as any file, not 0600

@@ -15,7 +15,7 @@ from serkd.data.corpora import load_corpus
 from serkd.io import atomic_write_json, read_json
 from serkd.models.wavlm_teacher import TINY_NOTE, write_tiny
 
-FOLDS = ("fold-spk00", "fold-spk01")
+FOLDS = ("spk00", "spk01")
 # a random-init encoder learns from scratch: train it too, at a from-scratch learning rate
 TEACHER = ["teacher", "train", "--corpus", "synth", "--folds", "0,1", "--epochs", "10", "--length", "16000",
            "--batch-size", "4", "--grad-accum", "2", "--lr", "3e-3", "--head-lr", "3e-3", "--train-feature-encoder",
@@ -91,7 +91,7 @@ def test_second_run_with_the_same_config_trains_nothing(store, corpus, tiny_wavl
     code, _, err = run_cli([*TEACHER, "--epochs", "1", "--folds", "0", "--model", tiny_wavlm, "--root", corpus,
                             "--out", again], capsys)
     assert code == 0 and "cached" not in err
-    assert read_json(again / "fold-spk00" / "results.json")["epochs"] == 1
+    assert read_json(again / "spk00" / "results.json")["epochs"] == 1
 
 
 def test_student_distils_from_it_and_refuses_it_when_it_heard_the_test_speaker(store, corpus, tmp_path, capsys):
@@ -101,14 +101,14 @@ def test_student_distils_from_it_and_refuses_it_when_it_heard_the_test_speaker(s
     assert code == 0, err
     leaky = tmp_path / "leaky"
     shutil.copytree(store, leaky)
-    meta = read_json(leaky / "fold-spk00" / teacher_outputs.META)
+    meta = read_json(leaky / "spk00" / teacher_outputs.META)
     meta["train_speakers"] = [*meta["train_speakers"], "spk00"]  # as if fine-tuned with the test speaker
-    atomic_write_json(leaky / "fold-spk00" / teacher_outputs.META, meta)
+    atomic_write_json(leaky / "spk00" / teacher_outputs.META, meta)
     code, _, err = run_cli([*student, "--teacher", leaky, "--out", tmp_path / "refused"], capsys)
     assert code == 2 and "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("serkd: error:")]
     assert "trained on test speaker(s) spk00" in line
-    assert not (tmp_path / "refused" / "fold-spk00").exists()
+    assert not (tmp_path / "refused" / "spk00").exists()
 
 
 def _one_error_line(err: str, *needles: str) -> None:
@@ -155,7 +155,7 @@ def test_bad_audio_is_collected_and_skippable(tiny_synth, tiny_wavlm, tmp_path, 
     code, _, err = run_cli([*argv, "--skip-bad"], capsys)
     assert code == 0, err
     assert "skipped 1 bad" in err
-    assert len(teacher_outputs.read_fold(tmp_path / "out", "fold-spk00").utt_ids) == 47
+    assert len(teacher_outputs.read_fold(tmp_path / "out", "spk00").utt_ids) == 47
 
 
 def test_cnn_teacher_is_cached_too(tiny_synth, tmp_path, capsys):
@@ -163,4 +163,4 @@ def test_cnn_teacher_is_cached_too(tiny_synth, tmp_path, capsys):
             "--epochs", "1", "--length", "8000", "--out", tmp_path / "cnn"]
     assert run_cli(argv, capsys)[0] == 0
     code, _, err = run_cli(argv, capsys)
-    assert code == 0 and "fold fold-spk00: cached (same config and data)" in err
+    assert code == 0 and "fold spk00: cached (same config and data)" in err

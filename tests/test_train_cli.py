@@ -30,8 +30,8 @@ def test_train_writes_checkpoints_results_and_provenance(trained_run, tiny_synth
     assert run["features"]["kind"] == "mel" and run["features"]["length"] == 8000
     assert len(run["data_hash"]) == 16 and run["provenance"]["git_commit"]
     assert run["provenance"]["versions"]["torch"].startswith("2.14.1")
-    assert [f["name"] for f in run["folds"]] == ["fold-spk00", "fold-spk01"]
-    for fold in ("fold-spk00", "fold-spk01"):
+    assert [f["name"] for f in run["folds"]] == ["spk00", "spk01"]
+    for fold in ("spk00", "spk01"):
         folder = trained_run / fold
         result = json.loads((folder / "results.json").read_text())
         assert 0 <= result["wa"] <= 1 and 0 <= result["ua"] <= 1
@@ -44,7 +44,7 @@ def test_train_writes_checkpoints_results_and_provenance(trained_run, tiny_synth
 
 
 def test_checkpoint_reloads_to_the_same_predictions(trained_run, tiny_synth):
-    model, meta = load_checkpoint(trained_run / "fold-spk00")
+    model, meta = load_checkpoint(trained_run / "spk00")
     assert meta["labels"] == ["anger", "happiness", "sadness", "neutral"]
     manifest = load_corpus("synth", tiny_synth)
     features, manifest, _ = feature_matrix(manifest, FeatureConfig("mel", 8000))
@@ -52,7 +52,7 @@ def test_checkpoint_reloads_to_the_same_predictions(trained_run, tiny_synth):
     with torch.no_grad():
         predictions = model(torch.from_numpy(features[test_idx]).unsqueeze(1)).argmax(1).numpy()
     targets = manifest.label_ids()[test_idx]
-    result = json.loads((trained_run / "fold-spk00" / "results.json").read_text())
+    result = json.loads((trained_run / "spk00" / "results.json").read_text())
     assert np.mean(predictions == targets) == pytest.approx(result["wa"])
 
 
@@ -60,21 +60,21 @@ def test_report_json_shape(trained_run, capsys):
     code, out, _ = run_cli(["report", trained_run, "--json"], capsys)
     assert code == 0
     report = json.loads(out)
-    assert [r["fold"] for r in report["rows"]] == ["fold-spk00", "fold-spk01"]
+    assert [r["fold"] for r in report["rows"]] == ["spk00", "spk01"]
     assert {"fold", "test", "wa", "ua", "student", "method", "features"} <= set(report["rows"][0])
     (summary,) = report["summary"]
     assert summary["n_folds"] == 2
     assert summary["wa_mean"] == pytest.approx(np.mean([r["wa"] for r in report["rows"]]))
     assert summary["ua_std"] == pytest.approx(np.std([r["ua"] for r in report["rows"]]))
     code, out, _ = run_cli(["report", trained_run], capsys)
-    assert "mean ± std" in out and "fold-spk01" in out
+    assert "mean ± std" in out and "spk01" in out
 
 
 def test_same_seed_same_results(trained_run, tiny_synth, tmp_path, capsys):
     code, _, _ = run_cli([*TRAIN, "--folds", "0", "--root", tiny_synth, "--out", tmp_path / "again"], capsys)
     assert code == 0
-    first = json.loads((trained_run / "fold-spk00" / "results.json").read_text())
-    again = json.loads((tmp_path / "again" / "fold-spk00" / "results.json").read_text())
+    first = json.loads((trained_run / "spk00" / "results.json").read_text())
+    again = json.loads((tmp_path / "again" / "spk00" / "results.json").read_text())
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in first["history"]]
     assert (again["wa"], again["ua"]) == (first["wa"], first["ua"])
 
@@ -82,7 +82,7 @@ def test_same_seed_same_results(trained_run, tiny_synth, tmp_path, capsys):
 def test_select_test_marks_results(tiny_synth, tmp_path, capsys):
     argv = [*TRAIN, "--epochs", "1", "--folds", "0", "--select", "test", "--root", tiny_synth, "--out", tmp_path]
     assert run_cli(argv, capsys)[0] == 0
-    result = json.loads((tmp_path / "fold-spk00" / "results.json").read_text())
+    result = json.loads((tmp_path / "spk00" / "results.json").read_text())
     assert result["marks"] == ["test-selected"] and result["valid"] == result["test"] == ["spk00"]
     assert result["n_train"] == 36
 
@@ -92,7 +92,7 @@ def test_corpus_json(tiny_synth, capsys):
     assert code == 0
     data = json.loads(out)
     assert data["utterances"] == 48 and data["labels"]["anger"] == 12 and data["speakers"]["spk02"] == 12
-    assert data["folds"][0] == {"name": "fold-spk00", "test": ["spk00"], "valid": ["spk01"],
+    assert data["folds"][0] == {"name": "spk00", "test": ["spk00"], "valid": ["spk01"],
                                 "n_train": 24, "n_valid": 12, "n_test": 12}
 
 
@@ -103,7 +103,7 @@ def test_ce_student_learns_above_chance_below_perfect(tmp_path, capsys):
     argv = ["train", "--corpus", "synth", "--root", corpus, "--length", "16000", "--epochs", "5", "--folds", "0,1",
             "--out", tmp_path / "run"]
     assert run_cli(argv, capsys)[0] == 0
-    uas = [json.loads((tmp_path / "run" / f / "results.json").read_text())["ua"] for f in ("fold-spk00", "fold-spk01")]
+    uas = [json.loads((tmp_path / "run" / f / "results.json").read_text())["ua"] for f in ("spk00", "spk01")]
     assert 0.4 < np.mean(uas) < 1.0, uas
 
 
@@ -183,7 +183,7 @@ def test_failed_rerun_keeps_earlier_results_intact(trained_run, tiny_synth, tmp_
 def test_report_plot_and_tensorboard(trained_run, tiny_synth, tmp_path, capsys):
     argv = [*TRAIN, "--epochs", "2", "--folds", "0", "--tensorboard", "--root", tiny_synth, "--out", tmp_path / "tb"]
     assert run_cli(argv, capsys)[0] == 0
-    assert list((tmp_path / "tb" / "tensorboard" / "fold-spk00").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb" / "tensorboard" / "spk00").glob("events.out.tfevents.*"))
     code, _, err = run_cli(["report", trained_run, tmp_path / "tb", "--plot", tmp_path / "report.png"], capsys)
     assert code == 0, err
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

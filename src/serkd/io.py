@@ -27,6 +27,40 @@ def atomic_path(path: str | Path, suffix: str = ""):
         raise
 
 
+@contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block.
+
+    For read-modify-write of a shared file (a run's ``run.json``, the audio-hash cache) by several
+    processes on one machine; every writer of that file takes the same lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def try_lock(path: str | Path):
+    """A non-blocking exclusive lock: the open handle (keep it open to hold the lock), or None if held."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - returned to the caller, who holds it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -42,6 +42,12 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (tests that register a throw-away entry)."""
+        key = self.resolve(name)
+        self._entries.pop(key, None)
+        self._aliases = {a: k for a, k in self._aliases.items() if k != key}
+
     def available(self) -> list[str]:
         """Registered names, in registration order."""
         return list(self._entries)

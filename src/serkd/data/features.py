@@ -156,7 +156,7 @@ def per_utterance(
         if progress:
             progress(1)
     if problems and not skip_bad:
-        raise CorpusProblems(problems, hint=f"{len(problems)} bad audio file(s); --skip-bad drops them")
+        raise CorpusProblems(problems, hint=f"{len(problems)} bad audio file(s); skip_bad drops them")
     if not rows:
         raise SerkdError(f"{manifest.root}: no usable utterances")
     kept_manifest = manifest.subset(kept)

@@ -80,11 +80,12 @@ class Manifest:
         """Fail with every problem listed, or (``skip_bad``) drop the bad files and say how many."""
         if not self.problems:
             return self
+        total = len(self.utterances) + len(problem_paths(self.problems) - {str(u.path) for u in self.utterances})
         if not skip_bad:
-            raise CorpusProblems(self.problems, hint=f"{len(self.problems)} bad input(s); --skip-bad drops them")
-        bad = {p.path for p in self.problems}
+            raise CorpusProblems(self.problems, hint=skip_hint(self.problems, total))
+        bad = problem_paths(self.problems)
         kept = self.without(bad)
-        kept.notes = [*self.notes, f"skipped {len(self.problems)} bad input(s)"]
+        kept.notes = [*self.notes, f"skipped {len(bad)} bad input(s)"]
         kept.problems = []
         return kept
 
@@ -100,14 +101,39 @@ class Manifest:
         return digest.hexdigest()[:16]
 
 
+class LabelProblem(BadInputError):
+    """Rows whose label is not a class of the corpus: one problem per unknown label, naming its files' count."""
+
+    def __init__(self, source: Path, label: str, paths: list[str], labels: list[str]):
+        self.paths = set(paths)
+        super().__init__(source, f"unknown label {label!r} on {len(paths)} row(s), e.g. {Path(paths[0]).name} "
+                                 f"(known: {', '.join(labels)})")
+
+
 def check_labels(rows: list[tuple[str, Path, str]], labels: list[str], source: Path) -> list[BadInputError]:
-    """Problems for rows whose label is not one of ``labels`` (rows: utt_id, path, label)."""
+    """One problem per label that is not one of ``labels`` (rows: utt_id, path, label), with its row count."""
     known = set(labels)
-    return [
-        BadInputError(path, f"unknown label {label!r} in {source.name} (known: {', '.join(labels)})")
-        for _, path, label in rows
-        if label not in known
-    ]
+    unknown: dict[str, list[str]] = {}
+    for _, path, label in rows:
+        if label not in known:
+            unknown.setdefault(label, []).append(str(path))
+    return [LabelProblem(source, label, paths, labels) for label, paths in unknown.items()]
+
+
+def problem_paths(problems: list[BadInputError]) -> set[str]:
+    """Every file the problems name (a label problem names all the rows of its label)."""
+    return {path for p in problems for path in getattr(p, "paths", {p.path})}
+
+
+def skip_hint(problems: list[BadInputError], total: int) -> str:
+    """What ``--skip-bad`` would do, said so that dropping most of a corpus is not done by accident."""
+    dropped = len(problem_paths(problems))
+    share = dropped / max(total, 1)
+    hint = f"{len(problems)} problem(s) affecting {dropped} of {total} file(s)"
+    if any(isinstance(p, LabelProblem) for p in problems):
+        skip = f" (skip_bad would drop {share:.0%} of the corpus)" if share >= 0.2 else ", or skip_bad drops them"
+        return hint + "; fix the labels option or the labels in the data" + skip
+    return hint + "; skip_bad drops them"
 
 
 def audio_duration(path: Path) -> tuple[float | None, BadInputError | None]:
@@ -139,16 +165,24 @@ def write_manifest_csv(path: Path, utterances: list[Utterance], root: Path) -> N
 
 
 class HashCache:
-    """SHA-1 of audio files, remembered by (path, size, mtime) so a second run reads no audio to hash."""
+    """SHA-1 of audio files, remembered by (path, size, mtime) so a second run reads no audio to hash.
+
+    Several processes may share one cache: new entries are merged into the file under a lock, never
+    written over another process' entries.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._entries: dict[str, list] = {}
-        if path.is_file():
-            try:
-                self._entries = read_json(path)
-            except (OSError, ValueError):
-                self._entries = {}  # a damaged cache is rebuilt, never trusted
+        self._entries: dict[str, list] = self._read()
+
+    def _read(self) -> dict[str, list]:
+        if not self.path.is_file():
+            return {}
+        try:
+            entries = read_json(self.path)
+        except (OSError, ValueError):
+            return {}  # a damaged cache is rebuilt, never trusted
+        return entries if isinstance(entries, dict) else {}
 
     @classmethod
     def default(cls) -> HashCache:
@@ -157,7 +191,7 @@ class HashCache:
         return cls(cache_root() / "audio_hashes.json")
 
     def hashes(self, paths: Iterable[Path]) -> dict[str, str]:
-        out, dirty = {}, False
+        out, new = {}, {}
         for path in paths:
             key = str(Path(path).resolve())
             stat = os.stat(path)
@@ -166,9 +200,12 @@ class HashCache:
                 out[str(path)] = entry[2]
                 continue
             digest = file_hash(path)
-            self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+            new[key] = self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
             out[str(path)] = digest
-            dirty = True
-        if dirty:
-            atomic_write_json(self.path, self._entries)
+        if new:
+            from serkd.io import locked
+
+            with locked(self.path.with_name(self.path.name + ".lock")):
+                self._entries = {**self._read(), **new}
+                atomic_write_json(self.path, self._entries)
         return out

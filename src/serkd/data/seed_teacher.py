@@ -99,7 +99,8 @@ def match_keys(keys: list[str], manifest: Manifest) -> tuple[dict[str, int], lis
     return matched, unmatched
 
 
-def import_seed(source: Path, manifest: Manifest, store: Path) -> ImportSummary:
+def import_seed(source: Path, manifest: Manifest, store: Path, root: str | Path | None = None,
+                corpus_options: dict | None = None) -> ImportSummary:
     """Write the seed's logits for the corpus' utterances to every fold of ``store`` (not fold-clean)."""
     source, store = Path(source), Path(store)
     logits = read_seed_logits(source)
@@ -124,7 +125,8 @@ def import_seed(source: Path, manifest: Manifest, store: Path) -> ImportSummary:
     covered = set(rows)
     uncovered = [u.utt_id for i, u in enumerate(manifest.utterances) if i not in covered]
     meta = {"teacher": TEACHER, "provenance": PROVENANCE, "fold_clean": False, "leak": WHY_LEAKY,
-            "corpus": manifest.corpus, "labels": list(manifest.labels), "data_hash": manifest.data_hash(),
+            "corpus": manifest.corpus, "root": str(root or manifest.root), "corpus_options": corpus_options or {},
+            "labels": list(manifest.labels), "data_hash": manifest.data_hash(),
             "source": str(source), "source_sha1": file_hash(source)}
     for fold in manifest.folds:
         write_fold(store, fold.name, utt_ids, matrix, {**meta, "valid_speakers": list(fold.valid),

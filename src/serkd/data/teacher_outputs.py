@@ -72,6 +72,22 @@ def read_fold(store: Path, fold_name: str) -> TeacherOutputs:
     )
 
 
+def read_meta(store: Path, fold_name: str) -> dict:
+    """A fold's metadata only (no tensors): enough to check a teacher before any feature is computed."""
+    folder = Path(store) / fold_name
+    if not (folder / META).is_file() or not (folder / OUTPUTS).is_file():
+        have = folds_in(store) if Path(store).is_dir() else []
+        raise SerkdError(
+            f"{folder}: missing teacher outputs for fold {fold_name!r} (store has: {', '.join(have) or 'nothing'})"
+        )
+    try:
+        meta = read_json(folder / META)
+    except (OSError, ValueError) as exc:
+        raise SerkdError(f"{folder / META}: unreadable teacher metadata ({exc})") from None
+    meta.pop("utt_ids", None)
+    return meta
+
+
 def config_hash(config: dict) -> str:
     """Identity of what produced a fold's outputs (model, version, hyper-parameters, fold speakers)."""
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -96,6 +112,19 @@ def folds_in(store: Path) -> list[str]:
 
 def leak(outputs: TeacherOutputs, test_speakers) -> list[str]:
     """Test speakers this teacher saw in training; a teacher that is not fold-clean leaks everything."""
-    if not outputs.meta.get("fold_clean", True):
+    return leak_meta(outputs.meta, test_speakers)
+
+
+def leak_meta(meta: dict, test_speakers) -> list[str]:
+    if not meta.get("fold_clean", True):
         return sorted(test_speakers)
-    return sorted(set(outputs.meta.get("train_speakers", [])) & set(test_speakers))
+    return sorted(set(meta.get("train_speakers", [])) & set(test_speakers))
+
+
+def recorded_corpus(store: Path) -> dict | None:
+    """``{"corpus", "root", "corpus_options"}`` as the store recorded them (teacher eval needs no flags)."""
+    for name in folds_in(store) if Path(store).is_dir() else []:
+        meta = read_meta(store, name)
+        if meta.get("corpus") and meta.get("root"):
+            return {"corpus": meta["corpus"], "root": meta["root"], "corpus_options": meta.get("corpus_options", {})}
+    return None

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from serkd.errors import SerkdError
 from serkd.io import read_json
+from serkd.train.results import FoldResult
 
 ROW_KEYS = ("fold", "test", "valid", "wa", "ua", "valid_wa", "valid_ua", "best_epoch", "epochs", "selection",
             "marks", "n_train", "n_valid", "n_test", "absent_test_classes", "corpus", "student", "method",
@@ -28,7 +29,10 @@ def collect(run_dirs: list[str | Path]) -> dict:
         if not files:
             raise SerkdError(f"{run_dir}: no fold results (expected {run_dir}/<fold>/results.json)")
         for file in files:
-            result = read_json(file)
+            try:
+                result = FoldResult.from_json(read_json(file)).to_json()
+            except (OSError, ValueError, TypeError) as exc:
+                raise SerkdError(f"{file}: unreadable fold result ({exc})") from None
             extra = {k: v for k, v in result.items() if k not in ROW_KEYS and k not in ("history", "confusion")}
             rows.append({"run": str(run_dir), **{k: result.get(k) for k in ROW_KEYS}, **extra})
     return {"rows": rows, "summary": summarise(rows)}

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from serkd.data.manifest import Manifest
+from serkd.data.protocol import fold_indices
 from serkd.data.teacher_outputs import folds_in, leak, read_fold
 from serkd.errors import SerkdError
 from serkd.experiments.report import summarise
 from serkd.train.metrics import confusion, wa_ua
-from serkd.train.run import MARK_LEAKY_TEACHER, MARK_TEST_SELECTED, fold_indices
+from serkd.train.results import MARK_LEAKY_TEACHER, MARK_TEST_SELECTED, FoldResult
 
 
 def evaluate(store: str | Path, manifest: Manifest) -> dict:
@@ -44,14 +45,15 @@ def evaluate(store: str | Path, manifest: Manifest) -> dict:
         selection = outputs.meta.get("selection")
         marks = ([MARK_TEST_SELECTED] if selection == "test" else []) + (
             [MARK_LEAKY_TEACHER] if leak(outputs, fold.test) else [])
-        rows.append({
-            "run": str(store), "fold": fold.name, "test": list(fold.test), "valid": list(fold.valid), "wa": wa,
-            "ua": ua, "best_epoch": outputs.meta.get("best_epoch"), "selection": selection, "marks": marks,
-            "n_test": len(test), "absent_test_classes": sorted(set(manifest.labels) - {
-                manifest.labels[t] for t in targets[test]}, key=manifest.labels.index),
-            "corpus": manifest.corpus, "student": outputs.meta.get("teacher"), "method": "teacher",
-            "features": (outputs.meta.get("features") or {}).get("kind"), "teacher": str(store),
-            "provenance": outputs.meta.get("provenance"), "fold_clean": outputs.meta.get("fold_clean", True),
-            "labels": manifest.labels, "confusion": confusion(targets[test], predictions, len(manifest.labels)),
-        })
+        result = FoldResult(
+            fold=fold.name, test=list(fold.test), valid=list(fold.valid), wa=wa, ua=ua, labels=list(manifest.labels),
+            confusion=confusion(targets[test], predictions, len(manifest.labels)), corpus=manifest.corpus,
+            student=outputs.meta.get("teacher"), method="teacher",
+            features=(outputs.meta.get("features") or {}).get("kind"), role="teacher",
+            best_epoch=outputs.meta.get("best_epoch"), selection=selection, marks=marks, n_test=len(test),
+            absent_test_classes=sorted(set(manifest.labels) - {manifest.labels[t] for t in targets[test]},
+                                       key=manifest.labels.index),
+            teacher=str(store), data_hash=outputs.meta.get("data_hash"), config_hash=outputs.meta.get("config_hash"),
+            extra={"provenance": outputs.meta.get("provenance"), "fold_clean": outputs.meta.get("fold_clean", True)})
+        rows.append({"run": str(store), **result.to_json()})
     return {"rows": rows, "summary": summarise(rows)}

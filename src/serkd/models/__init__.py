@@ -49,7 +49,7 @@ def options(name: str) -> dict[str, Any]:
     """The student's own options (beyond ``num_classes``) and their defaults."""
     constructor = _constructor(name)
     if constructor is None:
-        raise SerkdError(f"unknown student {name!r}: not registered ({', '.join(STUDENTS.available())}) and not a "
+        raise SerkdError(f"unknown model {name!r}: not registered ({', '.join(STUDENTS.available())}) and not a "
                          "timm model")
     if name not in STUDENTS:
         from serkd.models.timm_student import TimmStudent
@@ -64,7 +64,7 @@ def create(name: str, num_classes: int, **options_: Any) -> torch.nn.Module:
     """A student that maps (B, 1, F, T) features to (B, num_classes) logits."""
     constructor = _constructor(name)
     if constructor is None:
-        raise SerkdError(f"unknown student {name!r}: not registered ({', '.join(STUDENTS.available())}) and not a "
+        raise SerkdError(f"unknown model {name!r}: not registered ({', '.join(STUDENTS.available())}) and not a "
                          "timm model")
     accepted = options(name)
     unknown = sorted(set(options_) - set(accepted))

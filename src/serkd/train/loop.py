@@ -8,9 +8,11 @@ more than the model's own forward and backward passes.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +29,42 @@ class FitConfig:
     step_size: int = 300  # batches, as the seed steps its scheduler per batch
     gamma: float = 0.9
     seed: int = 0
+
+
+class FitOptions(Protocol):
+    """What :func:`fit` reads: a FitConfig, or a RunConfig (which has the same fields)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    step_size: int
+    gamma: float
+    seed: int
+
+
+class BestEpoch:
+    """Keeps the weights of the epoch with the best validation UA; ties go to the earlier epoch.
+
+    The one selection rule of every training loop (students, CNN and WavLM teachers).
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.valid_ua = float("-inf")
+        self.state: dict | None = None
+
+    def update(self, epoch: int, valid_ua: float, model: torch.nn.Module) -> bool:
+        if self.state is not None and not valid_ua > self.valid_ua:
+            return False
+        self.epoch, self.valid_ua = epoch, valid_ua
+        self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        return True
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is None:
+            raise RuntimeError("no epoch was trained")
+        model.load_state_dict(self.state)
 
 
 @dataclass
@@ -54,12 +92,31 @@ def batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator |
         yield order[start:end]
 
 
+def _takes_embedding_flag(model: torch.nn.Module) -> bool:
+    return "return_embedding" in inspect.signature(model.forward).parameters
+
+
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, features: torch.Tensor, indices, device, batch_size: int = 64):
+def predict_logits(model: torch.nn.Module, features: torch.Tensor, indices, device, batch_size: int = 64,
+                   with_embeddings: bool = False):
+    """Logits [N, C] in ``indices`` order; with ``with_embeddings`` also the embeddings before the classifier
+    ([N, D], or None for a model that cannot give them)."""
     model.eval()
     indices = torch.as_tensor(indices, dtype=torch.long)
-    out = [model(features[idx].to(device, non_blocking=True)).float().cpu() for idx in batches(indices, batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    embed = with_embeddings and _takes_embedding_flag(model)
+    logits, embeddings = [], []
+    for idx in batches(indices, batch_size):
+        x = features[idx].to(device, non_blocking=True)
+        if embed:
+            z, e = model(x, return_embedding=True)
+            embeddings.append(e.float().cpu())
+        else:
+            z = model(x)
+        logits.append(z.float().cpu())
+    out = torch.cat(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
+    if not with_embeddings:
+        return out
+    return out, (torch.cat(embeddings).numpy() if embeddings else None)
 
 
 def fit(
@@ -69,7 +126,7 @@ def fit(
     targets: torch.Tensor,
     train_idx,
     valid_idx,
-    config: FitConfig,
+    config: FitOptions,
     teacher_logits: torch.Tensor | None = None,
     device: torch.device | None = None,
     on_epoch: Callable[[dict], None] | None = None,
@@ -84,7 +141,7 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     train_idx = torch.as_tensor(train_idx, dtype=torch.long)
     valid_targets = targets[torch.as_tensor(valid_idx, dtype=torch.long)].numpy()
-    best: FitResult | None = None
+    best = BestEpoch()
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -109,11 +166,10 @@ def fit(
                   "lr": scheduler.get_last_lr()[0], "train_s": trained - started,
                   "valid_s": time.perf_counter() - trained}
         history.append(record)
-        if best is None or valid_ua > history[best.best_epoch - 1]["valid_ua"]:
-            best = FitResult(epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        best.update(epoch, valid_ua, model)
         if on_epoch:
             on_epoch(record)
-    assert best is not None, "epochs must be >= 1"
-    best.history = history
-    model.load_state_dict(best.best_state)
-    return best
+    if best.state is None:
+        raise ValueError("epochs must be >= 1")
+    best.restore(model)
+    return FitResult(best.epoch, best.state, history)

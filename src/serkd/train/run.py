@@ -1,71 +1,69 @@
-"""A run: one model per fold of a corpus, trained and evaluated, everything recorded on disk.
+"""The student driver: one model per fold of a corpus, trained, evaluated and recorded on disk.
 
-``RUN_DIR/run.json`` holds the full config, features, data hash, folds and provenance;
-``RUN_DIR/<fold>/`` holds ``model.safetensors`` + ``checkpoint.json`` and ``results.json``.
-With ``teacher_out`` the trained model's logits for every utterance of each fold go to a teacher
-outputs store instead of being only evaluated (``serkd teacher train``).
+    results = run(RunConfig(corpus="synth", root="data/synth", out="runs/ce"), on_event=print)
+    result = train_fold(config, "spk00")            # one fold: the unit a grid schedules
+
+``RUN_DIR/config.yaml`` holds the resolved config (``serkd train --config`` repeats the run),
+``RUN_DIR/run.json`` the config, features, data hash, folds and provenance; ``RUN_DIR/<fold>/`` holds
+``model.safetensors`` + ``checkpoint.json`` and ``results.json`` (a :class:`FoldResult`).
+
+Everything that can be checked without features is checked first (:func:`plan`): config fields,
+KD method and parameters, student and its options, folds, the crop length against the student's
+smallest input, the teacher store (folds, labels, leaks, data hash). A fold whose result exists for
+the same config and data is not retrained (``overwrite`` starts over). Several processes may train
+different folds into one run folder at once: per-fold files are written atomically and ``run.json``
+is merged under a lock.
+
+CNN teachers are trained here too (:func:`run` with a ``store``): the model's logits and penultimate
+embeddings for every utterance go to a teacher outputs store beside its results.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from serkd import distill, models
+from serkd.config import ConfigError, RunConfig
 from serkd.data import teacher_outputs
-from serkd.data.corpora import load_corpus
-from serkd.data.features import DEFAULT_LENGTH, FeatureConfig, feature_matrix
+from serkd.data.features import FeatureConfig, feature_matrix
 from serkd.data.manifest import Manifest
-from serkd.data.protocol import Fold, pick_folds, select_on_test
+from serkd.data.protocol import Fold, fold_indices, pick_folds
 from serkd.errors import SerkdError
-from serkd.io import atomic_write_json, read_json
+from serkd.train import fold as shared
 from serkd.train.checkpoint import save_checkpoint
-from serkd.train.loop import FitConfig, fit, pick_device, predict_logits
-from serkd.train.metrics import confusion, wa_ua
+from serkd.train.events import Emitter, EpochClock, Event, OnEvent
+from serkd.train.fold import RUN_FILE, check_run_folder, clear_run, load_manifest, record_run, run_folds
+from serkd.train.loop import fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
-
-MARK_TEST_SELECTED = "test-selected"
-MARK_LEAKY_TEACHER = "leaky-teacher"
+from serkd.train.results import FoldResult
 
 
 @dataclass
-class RunConfig:
-    corpus: str
-    root: str
-    student: str = "lightsernet"
-    method: str = "ce"
-    method_params: dict = field(default_factory=dict)
-    features: str = "mel"
-    length: int | None = None  # samples; None = the corpus' seed default
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    step_size: int = 300
-    gamma: float = 0.9
-    seed: int = 0
-    folds: str | None = None
-    select: str = "valid"
-    teacher: str | None = None
-    allow_leaky_teacher: bool = False
-    device: str = "auto"
-    skip_bad: bool = False
-    seed_softmax: bool = False
-    corpus_options: dict = field(default_factory=dict)
-    tensorboard: bool = False  # per-epoch curves under RUN_DIR/tensorboard/<fold>
+class TeacherFold:
+    """A fold's teacher logits aligned with the manifest, and how far they can be trusted."""
 
-    def feature_config(self) -> FeatureConfig:
-        return FeatureConfig(self.features, self.length or DEFAULT_LENGTH.get(self.corpus, 80000))
+    logits: np.ndarray
+    leaked: list[str]
+    stale: bool
+    identity: dict  # what produced them: enters the fold key
 
-    def fit_config(self) -> FitConfig:
-        return FitConfig(self.epochs, self.batch_size, self.lr, self.weight_decay, self.step_size, self.gamma,
-                         self.seed)
+
+@dataclass
+class Plan:
+    """A checked run: everything known before any feature is computed."""
+
+    config: RunConfig
+    manifest: Manifest
+    folds: list[Fold]
+    feature_config: FeatureConfig
+    loss_fn: torch.nn.Module
+    data_hash: str
+    teacher_meta: dict[str, dict]  # fold name -> the store's metadata for that fold
 
 
 @dataclass
@@ -77,249 +75,227 @@ class PreparedData:
     data_hash: str
 
 
-def load_manifest(config: RunConfig) -> Manifest:
-    """The corpus, bad files failing the run (or dropped with ``skip_bad``), after checking the options."""
-    if config.select not in ("valid", "test"):
-        raise SerkdError(f"--select must be 'valid' or 'test', not {config.select!r}")
-    if config.epochs < 1:
-        raise SerkdError("--epochs must be at least 1")
-    return load_corpus(config.corpus, config.root, **config.corpus_options).raise_problems(config.skip_bad)
-
-
 def make_loss(method: str, params: dict) -> torch.nn.Module:
-    """The KD method, with each parameter checked against the type of its default (one-line errors)."""
+    """The KD method, each parameter checked against the type of its default (errors name the field)."""
     try:
         defaults = distill.defaults(method)
     except ValueError as exc:
-        raise SerkdError(f"--method {method}: {exc}") from None
+        raise ConfigError("method", str(exc)) from None
     for key, value in params.items():
         default = defaults.get(key)
         if isinstance(default, bool) and not isinstance(value, bool):
-            raise SerkdError(f"--method-param {key}={value!r}: expected true or false")
+            raise ConfigError("method_params", f"{key}={value!r}: expected true or false")
         if isinstance(default, int | float) and not isinstance(default, bool) and (
                 isinstance(value, bool) or not isinstance(value, int | float)):
-            raise SerkdError(f"--method-param {key}={value!r}: expected a number")
+            raise ConfigError("method_params", f"{key}={value!r}: expected a number")
     try:
         return distill.create(method, **params)
     except (ValueError, TypeError) as exc:  # the registry's own message names the method or parameter
-        raise SerkdError(f"--method {method}: {exc}") from None
+        raise ConfigError("method_params", str(exc)) from None
 
 
-def check_options(config: RunConfig) -> None:
-    """Refuse impossible training options before any feature is computed."""
-    if config.batch_size < 1:
-        raise SerkdError("--batch-size must be at least 1")
-    if not config.lr > 0 or config.weight_decay < 0:
-        raise SerkdError("--lr must be positive and --weight-decay non-negative")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SerkdError(f"--device {config.device}: no CUDA device is available here (use --device cpu or auto)")
-    if config.teacher and not Path(config.teacher).is_dir():
-        raise SerkdError(f"{config.teacher}: teacher outputs folder not found")
+def check_input_size(student: str, options: dict, feature_config: FeatureConfig, num_classes: int) -> None:
+    """The crop length must give features the student can take: n_fft samples at least, and an input the
+    student's pooling does not shrink to nothing (tried on zeros, before any feature is computed)."""
+    n_fft = feature_config.params.get("n_fft", 0)
+    if feature_config.length < n_fft:
+        raise ConfigError("length", f"{feature_config.length} samples is shorter than one {feature_config.kind} "
+                                    f"window (n_fft {n_fft})")
+    height, width = feature_config.shape()
+    model = models.create(student, num_classes=num_classes, **options).eval()
     try:
-        models.create(config.student, num_classes=2, **_model_options(config))
-    except (TypeError, ValueError) as exc:
-        raise SerkdError(f"--student {config.student}: {exc}") from None
+        with torch.no_grad():
+            model(torch.zeros(2, 1, height, width))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError("length", f"{feature_config.length} samples give {height}x{width} {feature_config.kind} "
+                                    f"features, too small for {student} ({first[:120]})") from None
 
 
-def _check_out(out: Path, config: RunConfig) -> None:
-    """A run folder holds one config: refuse to mix folds trained with different settings."""
-    if not (out / "run.json").is_file():
-        return
-    try:
-        previous = read_json(out / "run.json").get("config", {})
-    except (OSError, ValueError):
-        return
-    ignore = {"folds", "device"}
-    changed = sorted(k for k, v in asdict(config).items() if k not in ignore and previous.get(k, v) != v)
-    if changed:
-        raise SerkdError(f"{out}: holds a run with another config ({', '.join(changed)} differ); "
-                         "choose another --out or remove it")
-
-
-def _fold_union(out: Path, folds: list[Fold]) -> list[dict]:
-    """Folds already in the run folder (same config, earlier --folds) plus this call's."""
-    previous = read_json(out / "run.json").get("folds", []) if (out / "run.json").is_file() else []
-    merged = {f["name"]: f for f in previous}
-    merged.update({f.name: f.to_json() for f in folds})
-    return list(merged.values())
-
-
-def run_folds(config: RunConfig, manifest: Manifest) -> list[Fold]:
-    folds = manifest.folds if config.select == "valid" else select_on_test(manifest.folds)
-    return pick_folds(folds, config.folds)
-
-
-def prepare(config: RunConfig, console: Console) -> PreparedData:
-    manifest = load_manifest(config)
-    feature_config = config.feature_config()
-    with progress_bar(console) as progress:
-        task = progress.add_task(f"features ({feature_config.kind})", total=len(manifest))
-        matrix, manifest, cache = feature_matrix(
-            manifest, feature_config, config.skip_bad, lambda n: progress.advance(task, n)
-        )
-    for note in manifest.notes:
-        console.print(f"[yellow]{note}")
-    console.print(f"features: {cache.computed} computed, {cache.reused} from cache ({cache.folder})")
-    return PreparedData(
-        manifest,
-        torch.from_numpy(matrix).unsqueeze(1),
-        torch.from_numpy(manifest.label_ids()),
-        run_folds(config, manifest),
-        manifest.data_hash(),
-    )
-
-
-def fold_indices(manifest: Manifest, fold: Fold) -> dict[str, np.ndarray]:
-    speakers = np.array([u.speaker for u in manifest.utterances])
-    return {part: np.flatnonzero(np.isin(speakers, getattr(fold, part))) for part in ("train", "valid", "test")}
-
-
-def check_fold(manifest: Manifest, fold: Fold, parts: dict[str, np.ndarray], console: Console) -> list[str]:
-    """Refuse a fold that cannot be trained or selected; return the classes absent from its test set."""
-    labels = manifest.labels
-    targets = manifest.label_ids()
-    missing_train = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["train"]] == c)]
-    if missing_train:
-        raise SerkdError(f"fold {fold.name}: class(es) {', '.join(missing_train)} absent from the training speakers")
-    absent_test = [labels[c] for c in range(len(labels)) if not np.any(targets[parts["test"]] == c)]
-    if absent_test:
-        console.print(f"[yellow]fold {fold.name}: class(es) {', '.join(absent_test)} absent from the test set; "
-                      "UA is over the classes present")
-    if len(parts["valid"]) == 0:
-        raise SerkdError(f"fold {fold.name}: no validation utterances")
-    return absent_test
-
-
-def _teacher_for(config: RunConfig, data: PreparedData, console: Console) -> dict[str, tuple[np.ndarray, list]]:
-    """Per fold, the teacher logits aligned with the manifest; refuse leaky teachers unless allowed."""
-    if not config.teacher:
-        return {}
-    store = Path(config.teacher)
-    if not store.is_dir():
-        raise SerkdError(f"{store}: teacher outputs folder not found")
-    found = {}
-    utt_ids = [u.utt_id for u in data.manifest.utterances]
-    for fold in data.folds:
-        outputs = teacher_outputs.read_fold(store, fold.name)
-        if outputs.meta.get("labels") and outputs.meta["labels"] != data.manifest.labels:
-            raise SerkdError(
-                f"{store / fold.name}: teacher labels {outputs.meta['labels']} differ from the corpus' "
-                f"{data.manifest.labels}"
-            )
-        leaked = teacher_outputs.leak(outputs, fold.test)
-        if leaked and not config.allow_leaky_teacher:
-            why = ("is not fold-clean (" + outputs.meta.get("provenance", "unknown provenance") + ")"
-                   if not outputs.meta.get("fold_clean", True) else f"trained on test speaker(s) {', '.join(leaked)}")
-            raise SerkdError(
-                f"{store / fold.name}: teacher {why} of fold {fold.name}; refusing to distil "
-                "(--allow-leaky-teacher overrides and marks results leaky-teacher)"
-            )
-        if leaked:
-            console.print(f"[yellow]fold {fold.name}: teacher saw test speaker(s) {', '.join(leaked)}: "
-                          f"results marked {MARK_LEAKY_TEACHER}")
-        found[fold.name] = (outputs.aligned(utt_ids, store / fold.name), leaked)
-    return found
-
-
-def run(config: RunConfig, out: str | Path, console: Console | None = None, teacher_out: str | Path | None = None):
-    """Train one model per fold; return the per-fold result dicts."""
-    console = console or Console(stderr=True)
-    out = Path(out)
+def plan(config: RunConfig, emit: Emitter | None = None) -> Plan:
+    """Check everything that needs no features; raise a one-line error for the first problem."""
+    emit = emit or Emitter()
+    config.validate()
     loss_fn = make_loss(config.method, config.method_params)
     if getattr(loss_fn, "needs_teacher", False) and not config.teacher:
-        raise SerkdError(f"method {config.method!r} needs teacher outputs: pass --teacher DIR")
+        raise ConfigError("teacher", f"method {config.method!r} needs teacher outputs (a teacher store folder)")
     if config.teacher and not getattr(loss_fn, "needs_teacher", False):
-        console.print(f"[yellow]method {config.method!r} uses no teacher: --teacher {config.teacher} is ignored")
-    check_options(config)
-    _check_out(out, config)
-    data = prepare(config, console)
-    teachers = _teacher_for(config, data, console)
-    labels = data.manifest.labels
+        emit.note(f"method {config.method!r} uses no teacher: teacher {config.teacher} is ignored")
+    if config.teacher and not Path(config.teacher).is_dir():
+        raise ConfigError("teacher", f"{config.teacher}: teacher outputs folder not found")
+    try:
+        models.create(config.student, num_classes=2, **config.model_options())
+    except SerkdError as exc:
+        raise ConfigError("student_params" if "option" in str(exc) else "student", str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("student_params", f"{config.student}: {exc}") from None
+    manifest = load_manifest(config)
+    folds = run_folds(config, manifest)
+    feature_config = FeatureConfig(config.features, config.crop_length)
+    check_input_size(config.student, config.model_options(), feature_config, len(manifest.labels))
+    data_hash = manifest.data_hash()
+    teacher_meta = {}
+    if config.teacher and getattr(loss_fn, "needs_teacher", False):
+        teacher_meta = {f.name: check_teacher_fold(config, manifest, f, data_hash, emit) for f in folds}
+    check_run_folder(Path(config.out), config)
+    return Plan(config, manifest, folds, feature_config, loss_fn, data_hash, teacher_meta)
+
+
+def check_teacher_fold(config: RunConfig, manifest: Manifest, fold: Fold, data_hash: str, emit: Emitter) -> dict:
+    """The store's metadata for ``fold`` once it passed every check (labels, leak, data)."""
+    store = Path(config.teacher)
+    meta = teacher_outputs.read_meta(store, fold.name)
+    if meta.get("labels") and meta["labels"] != manifest.labels:
+        raise SerkdError(f"{store / fold.name}: teacher labels {meta['labels']} differ from the corpus' "
+                         f"{manifest.labels}")
+    leaked = teacher_outputs.leak_meta(meta, fold.test)
+    if leaked and not config.allow_leaky_teacher:
+        why = ("is not fold-clean (" + meta.get("provenance", "unknown provenance") + ")"
+               if not meta.get("fold_clean", True) else f"trained on test speaker(s) {', '.join(leaked)}")
+        raise SerkdError(f"{store / fold.name}: teacher {why} of fold {fold.name}; refusing to distil "
+                         "(allow_leaky_teacher overrides and marks results leaky-teacher)")
+    if leaked:
+        emit.note(f"fold {fold.name}: teacher saw test speaker(s) {', '.join(leaked)}: results marked leaky-teacher",
+                  fold.name)
+    stale = bool(meta.get("data_hash")) and meta["data_hash"] != data_hash
+    if stale and not config.allow_stale_teacher:
+        raise SerkdError(f"{store / fold.name}: teacher outputs were computed on other audio (teacher data hash "
+                         f"{meta['data_hash']}, corpus {data_hash}); retrain the teacher, or allow_stale_teacher "
+                         "uses them and marks results stale-teacher")
+    if stale:
+        emit.note(f"fold {fold.name}: teacher outputs come from other audio: results marked stale-teacher", fold.name)
+    return meta
+
+
+def prepare(config, manifest: Manifest, folds: list[Fold], emit: Emitter, data_hash: str | None = None,
+            feature_config: FeatureConfig | None = None) -> PreparedData:
+    feature_config = feature_config or FeatureConfig(config.features, config.crop_length)
+    advance = emit.task("features", f"features ({feature_config.kind})", len(manifest))
+    matrix, kept, cache = feature_matrix(manifest, feature_config, config.skip_bad, advance)
+    emit.done("features")
+    for note in kept.notes:
+        emit.note(note)
+    emit.info(f"features: {cache.computed} computed, {cache.reused} from cache ({cache.folder})")
+    if len(kept) != len(manifest):
+        data_hash = kept.data_hash()
+    return PreparedData(kept, torch.from_numpy(matrix).unsqueeze(1), torch.from_numpy(kept.label_ids()), folds,
+                        data_hash or kept.data_hash())
+
+
+def teacher_fold(config: RunConfig, data: PreparedData, fold: Fold, meta: dict | None = None) -> TeacherFold:
+    store = Path(config.teacher)
+    meta = meta or check_teacher_fold(config, data.manifest, fold, data.data_hash, Emitter())
+    outputs = teacher_outputs.read_fold(store, fold.name)
+    logits = outputs.aligned([u.utt_id for u in data.manifest.utterances], store / fold.name)
+    identity = {k: meta.get(k) for k in ("config_hash", "data_hash", "provenance", "source_sha1", "teacher")}
+    stale = bool(meta.get("data_hash")) and meta["data_hash"] != data.data_hash
+    return TeacherFold(logits, teacher_outputs.leak_meta(meta, fold.test), stale, identity)
+
+
+def _fold_identity(config: RunConfig, fold: Fold, data: PreparedData, teacher: TeacherFold | None) -> dict:
+    return {"config": config.hashed_dict(), "features": FeatureConfig(config.features, config.crop_length).to_json(),
+            "fold": fold.to_json(), "labels": data.manifest.labels,
+            "teacher": teacher.identity if teacher else None}
+
+
+def _resolve_fold(fold: Fold | str | int, folds: list[Fold]) -> Fold:
+    if isinstance(fold, Fold):
+        return fold
+    return pick_folds(folds, str(fold))[0]
+
+
+def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | None = None,
+               teacher: TeacherFold | None = None, on_event: OnEvent | None = None,
+               store: str | Path | None = None, overwrite: bool = False) -> FoldResult:
+    """Train, select, test and record one fold of ``config`` into ``config.out/<fold>``; return its result.
+
+    ``data`` (features of the whole corpus) and ``teacher`` (this fold's teacher logits) are loaded when
+    not given. A finished result for the same config and data is returned as it is (``overwrite``:
+    retrain). ``store``: also write the model's outputs for every utterance there (a CNN teacher).
+    """
+    emit = Emitter(on_event)
+    if data is None:
+        checked = plan(config, emit)
+        data = prepare(config, checked.manifest, checked.folds, emit, checked.data_hash, checked.feature_config)
+    fold = _resolve_fold(fold, data.folds)
+    if teacher is None and config.teacher and getattr(make_loss(config.method, config.method_params),
+                                                      "needs_teacher", False):
+        teacher = teacher_fold(config, data, fold)
+    out = Path(config.out)
+    fold_dir = out / fold.name
+    key = shared.fold_key(_fold_identity(config, fold, data, teacher))
+    cached = None if overwrite else shared.cached_result(fold_dir, key, data.data_hash)
+    if cached and (store is None or teacher_outputs.cached(Path(store), fold.name, key, data.data_hash)):
+        emit.info(f"fold {fold.name}: cached (same config and data)", fold.name)
+        emit(Event("fold_done", fold=fold.name, data={"result": cached, "cached": True}))
+        return cached
+
+    manifest = data.manifest
+    parts = fold_indices(manifest, fold)
+    absent_test = shared.check_fold(manifest, fold, parts, emit)
     device = pick_device(config.device)
-    record = {
-        "config": asdict(config),
-        "role": "teacher" if teacher_out else "student",
-        "features": config.feature_config().to_json(),
-        "labels": labels,
-        "data_hash": data.data_hash,
-        "corpus_counts": data.manifest.counts(),
-        "folds": _fold_union(out, data.folds),
-        "device": str(device),
-        "provenance": provenance(),
-    }
-    atomic_write_json(out / "run.json", record)
-    results = []
-    for fold in data.folds:
-        results.append(
-            _run_fold(config, data, fold, teachers.get(fold.name), loss_fn, device, out, record, console, teacher_out)
-        )
-    return results
-
-
-def _run_fold(config, data, fold, teacher, loss_fn, device, out, record, console, teacher_out) -> dict:
-    labels = data.manifest.labels
-    parts = fold_indices(data.manifest, fold)
-    targets = data.targets.numpy()
-    absent_test = check_fold(data.manifest, fold, parts, console)
-    teacher_key = _teacher_key(record, fold) if teacher_out else None
-    if teacher_key and teacher_outputs.cached(teacher_out, fold.name, teacher_key, data.data_hash) and (
-            out / fold.name / "results.json").is_file():
-        console.print(f"fold {fold.name}: cached (same config and data)")
-        return read_json(out / fold.name / "results.json")
-
+    loss_fn = make_loss(config.method, config.method_params)
     torch.manual_seed(config.seed)
-    model = models.create(config.student, num_classes=len(labels), **_model_options(config))
-    teacher_logits = torch.from_numpy(teacher[0]) if teacher else None
+    model = models.create(config.student, num_classes=len(manifest.labels), **config.model_options())
+    teacher_logits = torch.from_numpy(teacher.logits) if teacher is not None else None
+    clock = EpochClock(emit, fold.name, config.epochs, f"{config.student}/{config.method}")
     started = time.perf_counter()
-    with progress_bar(console) as progress:
-        task = progress.add_task(f"{fold.name} {config.student}/{config.method}", total=config.epochs)
-
-        def on_epoch(rec: dict) -> None:
-            progress.update(task, advance=1, description=(
-                f"{fold.name} {config.student}/{config.method} valid UA {100 * rec['valid_ua']:.1f}"))
-
-        result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"],
-                     config.fit_config(), teacher_logits, device, on_epoch)
+    result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"], config,
+                 teacher_logits, device, clock.epoch)
     seconds = time.perf_counter() - started
     test_pred = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
-    wa, ua = wa_ua(targets[parts["test"]], test_pred)
     best = result.history[result.best_epoch - 1]
-    marks = ([MARK_TEST_SELECTED] if fold.selection == "test" else []) + (
-        [MARK_LEAKY_TEACHER] if teacher and teacher[1] else [])
-    summary = {
-        "fold": fold.name, "test": list(fold.test), "valid": list(fold.valid),
-        "wa": wa, "ua": ua, "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"],
-        "best_epoch": result.best_epoch, "epochs": config.epochs, "selection": fold.selection, "marks": marks,
-        "n_train": len(parts["train"]), "n_valid": len(parts["valid"]), "n_test": len(parts["test"]),
-        "absent_test_classes": absent_test, "labels": labels,
-        "confusion": confusion(targets[parts["test"]], test_pred, len(labels)),
-        "corpus": config.corpus, "student": config.student, "method": config.method,
-        "method_params": config.method_params, "features": config.features, "teacher": config.teacher,
-        "seed": config.seed, "data_hash": data.data_hash, "git_commit": record["provenance"]["git_commit"],
-        "train_seconds": round(seconds, 2), "history": result.history,
-    }
-    fold_dir = out / fold.name
+    git_commit = provenance()["git_commit"]
+    fold_result = shared.base_result(
+        manifest, fold, parts, test_pred, absent_test, student=config.student, method=config.method,
+        features=config.features, role="teacher" if store else "student", valid_wa=best["valid_wa"],
+        valid_ua=best["valid_ua"], best_epoch=result.best_epoch, epochs=config.epochs,
+        marks=shared.marks(fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale)),
+        method_params=config.method_params, teacher=config.teacher if teacher is not None else None,
+        seed=config.seed, data_hash=data.data_hash, config_hash=key, git_commit=git_commit,
+        train_seconds=round(seconds, 2), history=result.history)
     save_checkpoint(fold_dir, model, {
-        "model": config.student, "model_options": _model_options(config), "labels": labels,
-        "features": record["features"], "fold": fold.to_json(), "config": record["config"],
-        "data_hash": data.data_hash, "provenance": record["provenance"], "best_epoch": result.best_epoch,
+        "model": config.student, "model_options": config.model_options(), "labels": manifest.labels,
+        "features": FeatureConfig(config.features, config.crop_length).to_json(), "fold": fold.to_json(),
+        "config": config.to_dict(), "data_hash": data.data_hash, "provenance": provenance(),
+        "best_epoch": result.best_epoch,
     })
-    if teacher_out:
-        all_logits = predict_logits(model, data.features, np.arange(len(data.manifest)), device)
-        teacher_outputs.write_fold(Path(teacher_out), fold.name, [u.utt_id for u in data.manifest.utterances],
-                                   all_logits, {
-            "teacher": config.student, "provenance": "trained", "fold_clean": fold.selection == "valid",
-            "train_speakers": list(fold.train), "valid_speakers": list(fold.valid), "test_speakers": list(fold.test),
-            "labels": labels, "data_hash": data.data_hash, "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"],
-            "selection": fold.selection, "features": record["features"], "git_commit": summary["git_commit"],
-            "config_hash": teacher_key,
-        })
+    if store:
+        all_logits, embeddings = predict_logits(model, data.features, np.arange(len(manifest)), device,
+                                                with_embeddings=True)
+        teacher_outputs.write_fold(Path(store), fold.name, [u.utt_id for u in manifest.utterances], all_logits,
+                                   shared.teacher_meta(fold, manifest, config, data.data_hash, key, best,
+                                                       teacher=config.student, best_epoch=result.best_epoch,
+                                                       features=FeatureConfig(config.features,
+                                                                              config.crop_length).to_json(),
+                                                       git_commit=git_commit,
+                                                       embedding_dim=int(embeddings.shape[1]) if embeddings is not None
+                                                       else None),
+                                   embeddings=embeddings)
     if config.tensorboard:
-        _write_curves(out / "tensorboard" / fold.name, result.history, wa, ua)
-    atomic_write_json(fold_dir / "results.json", summary)
-    console.print(f"{fold.name}: test WA {100 * wa:.2f}  UA {100 * ua:.2f}  (best epoch {result.best_epoch} "
-                  f"on {'test' if fold.selection == 'test' else 'validation'} UA, {seconds:.1f} s)")
-    return summary
+        _write_curves(out / "tensorboard" / fold.name, result.history, fold_result.wa, fold_result.ua)
+    shared.write_result(fold_dir, fold_result)
+    emit.info(shared.done_line(fold_result), fold.name)
+    emit(Event("fold_done", fold=fold.name, data={"result": fold_result, "cached": False}))
+    return fold_result
+
+
+def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = False,
+        store: str | Path | None = None) -> list[FoldResult]:
+    """Train every chosen fold of ``config`` (resuming: finished folds are reused); return their results."""
+    emit = Emitter(on_event)
+    out = Path(config.out)
+    if overwrite and (out / RUN_FILE).is_file():
+        clear_run(out)
+    checked = plan(config, emit)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = prepare(config, checked.manifest, checked.folds, emit, checked.data_hash, checked.feature_config)
+    teachers = {f.name: teacher_fold(config, data, f, checked.teacher_meta[f.name]) for f in data.folds
+                if f.name in checked.teacher_meta}
+    record_run(out, config, data, role="teacher" if store else "student")
+    return [train_fold(config, fold, data, teachers.get(fold.name), on_event, store, overwrite)
+            for fold in data.folds]
 
 
 def _write_curves(folder: Path, history: list[dict], test_wa: float, test_ua: float) -> None:
@@ -332,20 +308,3 @@ def _write_curves(folder: Path, history: list[dict], test_wa: float, test_ua: fl
                 writer.add_scalar(key, record[key], record["epoch"])
         writer.add_scalar("test_wa_at_best", test_wa, 0)
         writer.add_scalar("test_ua_at_best", test_ua, 0)
-
-
-def _teacher_key(record: dict, fold: Fold) -> str:
-    # where the corpus lies, the device and how folds were picked change no output: data hash and fold say it
-    ignored = ("root", "device", "folds", "skip_bad", "tensorboard")
-    config = {k: v for k, v in record["config"].items() if k not in ignored}
-    return teacher_outputs.config_hash({"config": config, "features": record["features"], "fold": fold.to_json(),
-                                        "labels": record["labels"]})
-
-
-def _model_options(config: RunConfig) -> dict:
-    return {"seed_softmax": True} if config.seed_softmax and config.student == "lightsernet" else {}
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console, transient=True)

@@ -96,12 +96,12 @@ def default_folds(utterances: list[Utterance], speakers_per_fold: int = 1, sourc
                 raise BadInputError(source or u.path, f"{where}: speaker-independent folds need one fold per speaker")
             by_fold.setdefault(u.group, set()).add(u.speaker)
         names = sorted(by_fold)
-        return leave_groups_out([sorted(by_fold[n]) for n in names], names=[f"fold-{n}" for n in names])
+        return leave_groups_out([sorted(by_fold[n]) for n in names], group_names=names)
     speakers = sorted({u.speaker for u in utterances})
     if speakers_per_fold < 1:
         raise SerkdError("speakers per fold must be at least 1")
     groups = [speakers[i : i + speakers_per_fold] for i in range(0, len(speakers), speakers_per_fold)]
-    return leave_groups_out(groups, names=["fold-" + "+".join(g) for g in groups])
+    return leave_groups_out(groups)
 
 
 @register("csv")

@@ -5,7 +5,7 @@ Labels (ids in this order, as in the seed): W anger, L boredom, E disgust, A fea
 T sadness, N neutral. The real release has 535 utterances of 10 speakers.
 
 Protocol (the seed's): 10 folds, each testing one speaker in the order 03 08 09 10 11 12 13 14 15 16,
-fold names ``spk03`` ... Validation speaker: the next speaker in that order, cyclically (fold spk03
+fold names ``spk03`` ... (the test speaker) Validation speaker: the next speaker in that order, cyclically (fold spk03
 validates on 08, ..., spk16 on 03), see :func:`serkd.data.protocol.leave_groups_out`; the other
 8 speakers train.
 """
@@ -51,7 +51,7 @@ def wav_files(root: Path) -> list[Path]:
 def folds(speakers: list[str]) -> list[Fold]:
     """The seed's speaker order first; a speaker it does not know (not in the real release) goes last."""
     order = [s for s in SPEAKER_ORDER if s in speakers] + sorted(set(speakers) - set(SPEAKER_ORDER))
-    return leave_groups_out([[s] for s in order], names=[f"spk{s}" for s in order])
+    return leave_groups_out([[s] for s in order])
 
 
 @register("emodb")

@@ -10,7 +10,8 @@ neu -> neutral 3; every other label (fru, sur, fea, dis, oth, xxx) is left out. 
 Speaker = session + the gender letter before the utterance number (``Ses01M_impro04_F000`` is
 spoken by the female actor of session 1: ``Ses01F``); group = session folder (``Session1``).
 
-Protocol: leave one session out, 5 folds named ``Session1`` ... The validation set is the whole
+Protocol: leave one session out, 5 folds named after their two test actors (``Ses01F+Ses01M`` ...;
+``--folds Session1`` picks one by its session too). The validation set is the whole
 next session, cyclically (Session1 validates on Session2, ..., Session5 on Session1), both of its
 speakers: the test condition is an unseen *session* (two unseen actors, an unseen recording
 session, and each actor's lapel microphone also picks up the partner), so validating on one actor
@@ -101,5 +102,5 @@ def load(root: Path, **options) -> Manifest:
     for u in candidates:
         by_session.setdefault(u.group, set()).add(u.speaker)
     names = list(by_session)  # in session order
-    manifest.folds = leave_groups_out([sorted(by_session[n]) for n in names], names=names)
+    manifest.folds = leave_groups_out([sorted(by_session[n]) for n in names], group_names=names)
     return manifest

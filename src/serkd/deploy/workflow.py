@@ -1,0 +1,55 @@
+"""Export -> (int8) -> evaluate: the deploy workflow behind ``serkd export``, as one library call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from serkd.errors import SerkdError
+from serkd.train.checkpoint import META
+
+
+def check_fold_dir(fold_dir: Path) -> None:
+    """A run folder given where a fold folder is wanted: name its folds instead of failing obscurely."""
+    fold_dir = Path(fold_dir)
+    if (fold_dir / META).is_file():
+        return
+    folds = sorted(p.parent.name for p in fold_dir.glob(f"*/{META}")) if fold_dir.is_dir() else []
+    if folds:
+        raise SerkdError(f"{fold_dir}: a run folder; export one of its folds: "
+                         + ", ".join(str(fold_dir / f) for f in folds))
+    raise SerkdError(f"{fold_dir}: not a fold folder (needs {META} and model.safetensors)")
+
+
+def export_and_evaluate(fold_dir: str | Path, out: str | Path, int8: bool = False, corpus: str | None = None,
+                        root: str | Path | None = None, skip_bad: bool = False,
+                        corpus_options: dict | None = None) -> dict:
+    """Write the fp32 graph (and the int8 one), then, given a corpus, WA/UA of each on the fold's test speakers.
+
+    Returns ``{"fold_dir", "graphs": {"fp32"|"int8": {"path", "bytes"[, "wa", "ua", "n_test"]}},
+    "max_prob_difference", "metadata"[, "test_speakers"]}``.
+    """
+    from serkd.deploy.export import export, quantize_int8
+    from serkd.deploy.predict import OnnxClassifier, evaluate, fold_test_items
+
+    if (corpus is None) != (root is None):
+        raise SerkdError("corpus and root go together")
+    fold_dir, out = Path(fold_dir), Path(out)
+    check_fold_dir(fold_dir)
+    result = export(fold_dir, out)
+    graphs = {"fp32": {"path": str(result.path), "bytes": result.size_bytes}}
+    if int8:
+        int8_path = out.with_suffix(".int8.onnx")
+        sizes = quantize_int8(out, int8_path)
+        graphs["int8"] = {"path": str(int8_path), "bytes": sizes["int8_bytes"]}
+    summary = {"fold_dir": str(fold_dir), "graphs": graphs, "max_prob_difference": result.max_prob_difference,
+               "metadata": result.metadata}
+    if corpus:
+        speakers = json.loads(result.metadata["source_test_speakers"])
+        items = fold_test_items(corpus, root, speakers, json.loads(result.metadata["labels"]), skip_bad,
+                                **(corpus_options or {}))
+        for graph in graphs.values():
+            scores = evaluate(OnnxClassifier(graph["path"]), items)
+            graph.update(wa=scores["wa"], ua=scores["ua"], n_test=scores["n"])
+        summary["test_speakers"] = speakers
+    return summary
