@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except ConfigError as exc:
-        sys.stderr.write(f"serkd: error: {_flags(flag_message(exc, args))}\n")
+        message = flag_message(exc, args)
+        sys.stderr.write(f"serkd: error: {message if exc.source else _flags(message)}\n")
         return 2
     except SerkdError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
