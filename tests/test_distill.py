@@ -88,7 +88,7 @@ def test_vectors_cover_every_seed_method() -> None:
 
 
 def test_available_lists_all_methods() -> None:
-    assert distill.available() == ["ce", "kd", "dkd", "rkd", "ckd", "mlkd", "dist"]
+    assert distill.available() == ["ce", "kd", "dkd", "rkd", "ckd", "dist", "mlkd", "fitnet", "pkt", "rkd_emb", "sp"]
 
 
 def test_seed_defaults_and_parameter_names() -> None:
@@ -104,9 +104,9 @@ def test_seed_defaults_and_parameter_names() -> None:
 
 def test_unknown_name_is_one_line_value_error() -> None:
     with pytest.raises(ValueError) as err:
-        distill.create("fitnet")
+        distill.create("no_such_method")
     msg = str(err.value)
-    assert "\n" not in msg and "fitnet" in msg
+    assert "\n" not in msg and "no_such_method" in msg
     assert all(name in msg for name in distill.available())
 
 
