@@ -46,7 +46,9 @@ from ._common import (
     kl_elementwise,
     maybe_standardize,
     reduce_kl,
-    soften, register)
+    register,
+    soften,
+)
 
 # Elements of the N x N difference processed at once by the chunked algorithm: ~16 MB per float64 buffer.
 DEFAULT_CHUNK_ELEMS = 1 << 21

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._common import LogitLoss, as_temperatures, check_temperatures, kl_elementwise, maybe_standardize, soften, register
+from ._common import LogitLoss, as_temperatures, check_temperatures, kl_elementwise, maybe_standardize, register, soften
 
 
 @register("mlkd")
