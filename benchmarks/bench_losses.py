@@ -1,9 +1,12 @@
 """Benchmark the KD losses: speed per method, CKD against the seed's loop form, memory, step overhead.
 
-    python benchmarks/bench_losses.py [--out benchmarks/results/bench_losses.json] [--quick] [--threads N]
+    python benchmarks/bench_losses.py [--out benchmarks/results/bench_losses.json] [--quick] [--methods-only]
+                                      [--threads N]
 
 Measures, on the CPU in float32 (torch's default threads unless --threads):
 1. forward + backward time of every registered method at B=16 and B=256, C=7 (median of repeats);
+   the feature-KD methods (fitnet, pkt, sp, rkd_emb) also get random embeddings, student 128-d and
+   teacher 768-d, and the backward reaches the student embedding (and fitnet's projector);
 2. CKD against the seed's element-by-element Python-loop form of the same loss (rebuilt below for
    the benchmark only, and checked to give the same value and gradient). Its forward is timed at
    B=16 whole (about 10 s; --quick samples it). Its backward, where every scalar index op writes a
@@ -42,6 +45,7 @@ from serkd import distill
 from serkd.deploy.bench import time_calls
 
 CLASSES = 7
+STUDENT_DIM, TEACHER_DIM = 128, 768  # feature-KD methods: random embeddings of these sizes
 TARGETS = {"ckd_speedup_vs_loops": 10_000.0, "ckd_step_overhead_vs_kd": 0.10, "ckd_extra_mib_b256": 1024.0}
 
 
@@ -60,9 +64,19 @@ def batch(b: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return student, teacher, torch.randint(0, CLASSES, (b,), generator=g)
 
 
-def loss_step(method: nn.Module, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> None:
+def loss_step(method: nn.Module, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+              **embeddings: torch.Tensor) -> None:
     student.grad = None
-    method(student, teacher, target).backward()
+    for emb in embeddings.values():
+        emb.grad = None
+    method(student, teacher, target, **embeddings).backward()
+
+
+def embeddings(b: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Feature-KD inputs: a 128-d student embedding (the timm students') and a 768-d teacher (WavLM Base+)."""
+    g = torch.Generator().manual_seed(seed)
+    return {"student_emb": torch.randn(b, STUDENT_DIM, generator=g).requires_grad_(),
+            "teacher_emb": torch.randn(b, TEACHER_DIM, generator=g)}
 
 
 # --- 1. every method ---------------------------------------------------------------------------
@@ -72,12 +86,16 @@ def bench_methods(sizes: list[int], repeats: dict[int, int]) -> list[dict]:
     rows = []
     for b in sizes:
         s, t, y = batch(b)
+        emb = embeddings(b)
         for name in distill.available():
             method = distill.create(name)
-            both = timings(lambda m=method, s=s, t=t, y=y: loss_step(m, s, t, y), repeats[b])
-            fwd = timings(lambda m=method, s=s, t=t, y=y: m(s, t, y), repeats[b])
+            method.bind(STUDENT_DIM, TEACHER_DIM)
+            kw = emb if method.needs_embeddings else {}
+            both = timings(lambda m=method, s=s, t=t, y=y, kw=kw: loss_step(m, s, t, y, **kw), repeats[b])
+            fwd = timings(lambda m=method, s=s, t=t, y=y, kw=kw: m(s, t, y, **kw), repeats[b])
             # The minimum shows the cost without interference from other processes on the machine.
             rows.append({"method": name, "batch": b, "classes": CLASSES,
+                         "embeddings": f"{STUDENT_DIM}->{TEACHER_DIM}" if kw else None,
                          "fwd_bwd_ms": statistics.median(both) * 1e3, "fwd_bwd_min_ms": min(both) * 1e3,
                          "fwd_ms": statistics.median(fwd) * 1e3, "fwd_min_ms": min(fwd) * 1e3,
                          "repeats": repeats[b]})
@@ -304,13 +322,14 @@ def bench_step(repeats: int) -> dict:
 # --- report ------------------------------------------------------------------------------------
 
 
-def report(result: dict) -> None:
+def report_methods(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     table = Table(title="KD losses: forward + backward time, float32, CPU (ms)")
     table.add_column("method")
+    table.add_column("embeddings")
     sizes = sorted({r["batch"] for r in result["methods"]})
     for b in sizes:
         table.add_column(f"B={b} median", justify="right")
@@ -320,8 +339,16 @@ def report(result: dict) -> None:
         cells = []
         for b in sizes:
             cells += [f"{by[(name, b)]['fwd_bwd_ms']:.3f}", f"{by[(name, b)]['fwd_bwd_min_ms']:.3f}"]
-        table.add_row(name, *cells)
+        table.add_row(name, by[(name, sizes[0])].get("embeddings") or "", *cells)
     console.print(table)
+
+
+def report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    report_methods(result)
 
     seed, mem, step = result["seed_loops"], result["memory"], result["step"]
     checks = Table(title="CKD against the seed and the targets")
@@ -364,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_losses.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no 10 s seed forward (smoke run)")
+    parser.add_argument("--methods-only", action="store_true",
+                        help="only the per-method timing table (no step, memory or seed-loop measures)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (default: torch's choice); 1 avoids stalls on a busy machine")
     args = parser.parse_args(argv)
@@ -376,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
                             "threads": torch.get_num_threads(), "loadavg": os.getloadavg(),
                             "dtype": "float32", "device": "cpu"}}
     result["methods"] = bench_methods([16, 256], repeats)
+    if args.methods_only:
+        report_methods(result)
+        return _write(result, args.out)
     result["step"] = bench_step(4 if args.quick else 10)
     result["memory"] = {
         "ckd_b256_mib": peak_extra_mib(256, "ckd"),
@@ -394,9 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         "loss_overhead": result["step"]["loss_only_overhead"] <= TARGETS["ckd_step_overhead_vs_kd"],
     }
     report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    return _write(result, args.out)
+
+
+def _write(result: dict, out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

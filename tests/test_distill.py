@@ -91,6 +91,7 @@ def test_available_lists_all_methods() -> None:
     names = distill.available()
     assert names[:5] == ["ce", "kd", "dkd", "rkd", "ckd"]  # the seed's five lead every listing
     assert {"mlkd", "dist"} <= set(names) and len(names) == len(set(names))
+    assert {"fitnet", "pkt", "sp", "rkd_emb"} <= set(names)
 
 
 def test_seed_defaults_and_parameter_names() -> None:
@@ -106,9 +107,9 @@ def test_seed_defaults_and_parameter_names() -> None:
 
 def test_unknown_name_is_one_line_value_error() -> None:
     with pytest.raises(ValueError) as err:
-        distill.create("fitnet")
+        distill.create("no_such_method")
     msg = str(err.value)
-    assert "\n" not in msg and "fitnet" in msg
+    assert "\n" not in msg and "no_such_method" in msg
     assert all(name in msg for name in distill.available())
 
 

@@ -60,7 +60,12 @@ def test_outputs_cover_every_utterance_of_every_fold(store, corpus, tiny_wavlm):
         outputs = teacher_outputs.read_fold(store, fold)
         assert sorted(outputs.utt_ids) == sorted(u.utt_id for u in manifest.utterances)
         assert outputs.logits.shape == (len(manifest), 4) and np.isfinite(outputs.logits).all()
-        assert outputs.embeddings.shape == (len(manifest), 32)  # the tiny config's classifier_proj_size
+        # every hidden state's frame mean (CNN output + 2 layers, hidden 32) and the classifier's input
+        assert outputs.embeddings.shape == (len(manifest), 3, 32) and outputs.embeddings.dtype == np.float16
+        assert outputs.pooled.shape == (len(manifest), 32)  # the tiny config's classifier_proj_size
+        assert len(outputs.meta["layer_weights"]) == outputs.meta["embedding_layers"] == 3
+        weighted = teacher_outputs.embedding_matrix(outputs, None, store / fold)
+        assert weighted.shape == (len(manifest), 32) and weighted.dtype == np.float32
         meta = outputs.meta
         test = meta["test_speakers"]
         assert meta["provenance"] == "trained" and meta["fold_clean"] is True

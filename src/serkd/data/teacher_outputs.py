@@ -1,10 +1,16 @@
 """The teacher outputs store: per fold, the teacher's logits (and optional embeddings) per utterance.
 
-Layout: ``DIR/<fold name>/outputs.safetensors`` (``logits`` [N, C], optional ``embeddings`` [N, D])
-and ``DIR/<fold name>/outputs.json``: utterance ids in row order, labels, teacher name, provenance
+Layout: ``DIR/<fold name>/outputs.safetensors`` (``logits`` [N, C]; optional ``embeddings``, either
+[N, D] one vector per utterance or [N, L, D] one per layer (WavLM: the masked frame mean of every
+hidden state, float16 allowed); optional ``pooled`` [N, D], the classifier's input of a layered
+teacher) and ``DIR/<fold name>/outputs.json``: utterance ids in row order, labels, teacher name, provenance
 (``trained`` or ``seed-shipped``), fold, the speakers it trained on, data hash, whether it is
 fold-clean, and (trained teachers) a config hash: same config + same data hash = reuse, not retrain.
 A student may only use a fold whose teacher never trained on that fold's test speakers.
+
+Feature-based KD picks one [N, D] matrix from a store with :func:`embedding_matrix`: a layer, the
+weighted sum with the teacher's learned layer weights (meta ``layer_weights``, before the softmax),
+or the pooled vector. Layered stores also carry meta ``embedding_layers`` (L).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from serkd.io import atomic_write_json, atomic_write_with, read_json
 
 OUTPUTS = "outputs.safetensors"
 META = "outputs.json"
+EMBEDDING_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -30,25 +37,36 @@ class TeacherOutputs:
     utt_ids: list[str]
     logits: np.ndarray  # (N, C) float32
     meta: dict
-    embeddings: np.ndarray | None = None
+    embeddings: np.ndarray | None = None  # [N, D] or [N, L, D], as stored (float16 possible)
+    pooled: np.ndarray | None = None  # [N, D] float32: a layered teacher's classifier input
 
-    def aligned(self, utt_ids: list[str], fold_dir: Path) -> np.ndarray:
-        """Logits in the order of ``utt_ids``; a missing utterance is a one-line error naming it."""
+    def rows(self, utt_ids: list[str], fold_dir: Path) -> list[int]:
+        """Row numbers of ``utt_ids``; a missing utterance is a one-line error naming it."""
         index = {u: i for i, u in enumerate(self.utt_ids)}
         missing = [u for u in utt_ids if u not in index]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise SerkdError(f"{fold_dir}: no teacher output for utterance {missing[0]!r}{more}")
-        return self.logits[[index[u] for u in utt_ids]]
+        return [index[u] for u in utt_ids]
+
+    def aligned(self, utt_ids: list[str], fold_dir: Path) -> np.ndarray:
+        """Logits in the order of ``utt_ids``; a missing utterance is a one-line error naming it."""
+        return self.logits[self.rows(utt_ids, fold_dir)]
 
 
-def write_fold(store: Path, fold_name: str, utt_ids: list[str], logits, meta: dict, embeddings=None) -> Path:
+def write_fold(store: Path, fold_name: str, utt_ids: list[str], logits, meta: dict, embeddings=None,
+               pooled=None, embedding_dtype: str = "float32") -> Path:
+    """Write one fold's outputs; ``embeddings`` [N, D] or [N, L, D] stored as ``embedding_dtype``."""
     folder = Path(store) / fold_name
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}, got {embedding_dtype!r}")
     tensors = {"logits": torch.as_tensor(np.asarray(logits, dtype=np.float32)).contiguous()}
     if embeddings is not None:
-        tensors["embeddings"] = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).contiguous()
-    if len(utt_ids) != tensors["logits"].shape[0]:
-        raise ValueError("one logit row per utterance id")
+        tensors["embeddings"] = torch.as_tensor(np.asarray(embeddings, dtype=embedding_dtype)).contiguous()
+    if pooled is not None:
+        tensors["pooled"] = torch.as_tensor(np.asarray(pooled, dtype=np.float32)).contiguous()
+    if any(t.shape[0] != len(utt_ids) for t in tensors.values()):
+        raise ValueError("one logit (and embedding) row per utterance id")
     atomic_write_with(folder / OUTPUTS, lambda tmp: save_file(tensors, str(tmp)), suffix=".safetensors")
     atomic_write_json(folder / META, {**meta, "fold": fold_name, "utt_ids": list(utt_ids)})
     return folder
@@ -63,12 +81,13 @@ def read_fold(store: Path, fold_name: str) -> TeacherOutputs:
         )
     meta = read_json(folder / META)
     tensors = load_file(str(folder / OUTPUTS))
-    embeddings = tensors.get("embeddings")
+    embeddings, pooled = tensors.get("embeddings"), tensors.get("pooled")
     return TeacherOutputs(
         meta.pop("utt_ids"),
         tensors["logits"].numpy(),
         meta,
         None if embeddings is None else embeddings.numpy(),
+        None if pooled is None else pooled.numpy(),
     )
 
 
@@ -128,3 +147,64 @@ def recorded_corpus(store: Path) -> dict | None:
         if meta.get("corpus") and meta.get("root"):
             return {"corpus": meta["corpus"], "root": meta["root"], "corpus_options": meta.get("corpus_options", {})}
     return None
+
+
+def embedding_matrix(outputs: TeacherOutputs, layer: int | str | None, store_path: str | Path,
+                     method: str | None = None) -> np.ndarray:
+    """The teacher embeddings a feature-KD method compares with, [N, D] float32, rows as ``outputs.utt_ids``.
+
+    ``layer``: ``None`` (the default of the feature methods) = the store's natural choice: the vector
+    of a 2-D store, the ``"weighted"`` sum of a layered one; ``"weighted"`` = sum_l softmax(w)_l h_l
+    with w = meta ``layer_weights`` (the teacher's learned SUPERB layer weights); an int (or its
+    string, e.g. from ``--method-param teacher_layer=6``) = that layer of a layered store, negative
+    counts from the last, 0 is the CNN output; ``"pooled"`` = the classifier's input (a layered
+    store's ``pooled`` tensor, or a 2-D store's vector). ``store_path`` (the fold folder) and
+    ``method`` (the KD method's name) are for messages only.
+    """
+    folder = Path(store_path)
+    if outputs.embeddings is None:
+        who = f"feature KD (method {method})" if method else "feature KD"
+        raise SerkdError(f"{folder}: teacher outputs have no embeddings; {who} needs a teacher store written "
+                         "with embeddings (train a WavLM teacher again: older stores hold logits only)")
+    try:
+        layer = layer_choice(layer)
+    except ValueError as exc:
+        raise SerkdError(f"{folder}: {exc}") from None
+    emb = outputs.embeddings
+    if emb.ndim == 2:
+        if layer not in (None, "pooled"):
+            raise SerkdError(f"{folder}: teacher embeddings are one vector per utterance (no layers); "
+                             f"teacher_layer must be unset or 'pooled', got {layer!r}")
+        return np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 3:
+        raise SerkdError(f"{folder}: teacher embeddings must be [N, D] or [N, L, D], got shape {emb.shape}")
+    n_layers = emb.shape[1]
+    if layer == "pooled":
+        if outputs.pooled is None:
+            raise SerkdError(f"{folder}: teacher outputs have no pooled vector; use teacher_layer 'weighted' "
+                             f"or a layer 0..{n_layers - 1}")
+        return np.asarray(outputs.pooled, dtype=np.float32)
+    if layer is None or layer == "weighted":
+        raw = outputs.meta.get("layer_weights")
+        if raw is None or len(raw) != n_layers:
+            raise SerkdError(f"{folder}: teacher_layer 'weighted' needs meta layer_weights with {n_layers} values "
+                             f"(outputs.json has {'none' if raw is None else len(raw)}); choose a layer instead")
+        w = np.asarray(raw, dtype=np.float64)
+        w = np.exp(w - w.max())
+        w /= w.sum()
+        return np.einsum("nld,l->nd", emb.astype(np.float32), w.astype(np.float32))
+    if not -n_layers <= layer < n_layers:
+        raise SerkdError(f"{folder}: teacher_layer {layer} out of range for {n_layers} stored layers "
+                         f"(0..{n_layers - 1}, or negative from the last)")
+    return np.asarray(emb[:, layer], dtype=np.float32)
+
+
+def layer_choice(layer) -> int | str | None:
+    """A valid ``teacher_layer``: None, 'weighted', 'pooled' or an int (digit strings too); ValueError otherwise."""
+    if layer is None or layer in ("weighted", "pooled"):
+        return layer
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        return int(layer)
+    if isinstance(layer, str) and layer.strip().lstrip("-").isdigit():
+        return int(layer)
+    raise ValueError(f"teacher_layer must be a layer number, 'weighted' or 'pooled', got {layer!r}")

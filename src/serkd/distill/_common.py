@@ -22,9 +22,18 @@ register = METHODS.register
 
 
 class LogitLoss(nn.Module):
-    """Base of every KD loss: ``loss = method(student_logits, teacher_logits, targets)``."""
+    """Base of every KD loss: ``loss = method(student_logits, teacher_logits, targets)``.
+
+    Feature-based methods (``needs_embeddings``) also take ``student_emb=`` [B, Ds] and
+    ``teacher_emb=`` [B, Dt]; the trainer calls ``bind(Ds, Dt)`` once before building the optimiser
+    (a method with a projector creates it there) and optimises ``method.parameters()`` with the model's.
+    """
 
     needs_teacher: bool = True
+    needs_embeddings: bool = False
+
+    def bind(self, student_dim: int, teacher_dim: int) -> None:
+        """Create what depends on the embedding sizes (projectors); nothing for most methods."""
 
     def check(self, student: torch.Tensor, teacher: torch.Tensor | None, target: torch.Tensor) -> None:
         name = type(self).__name__

@@ -35,6 +35,16 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)
 
 
+def rkd_terms(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, angle) SmoothL1 losses between the relations of two [B, D] sets of rows; D may differ."""
+    with torch.no_grad():
+        t_dist = _normalized_pdist(teacher)
+        t_angle = _angles(teacher)
+    loss_d = F.smooth_l1_loss(_normalized_pdist(student), t_dist)
+    loss_a = F.smooth_l1_loss(_angles(student), t_angle)
+    return loss_d, loss_a
+
+
 @register("rkd")
 class RKD(LogitLoss):
     def __init__(self, distance_weight: float = 0.3, angle_weight: float = 0.7, ce_weight: float = 0.5):
@@ -45,11 +55,6 @@ class RKD(LogitLoss):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self.check(student, teacher, target)
-        zs, zt = student.flatten(1), teacher.flatten(1)
-        with torch.no_grad():
-            t_dist = _normalized_pdist(zt)
-            t_angle = _angles(zt)
-        loss_d = F.smooth_l1_loss(_normalized_pdist(zs), t_dist)
-        loss_a = F.smooth_l1_loss(_angles(zs), t_angle)
+        loss_d, loss_a = rkd_terms(student.flatten(1), teacher.flatten(1))
         rkd = self.distance_weight * loss_d + self.angle_weight * loss_a
         return self.ce_weight * F.cross_entropy(student, target) + (1 - self.ce_weight) * rkd

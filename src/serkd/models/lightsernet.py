@@ -6,6 +6,9 @@ bias-free 'same' 3x3 convs with BN + ReLU and the seed's average pools (64 -> po
 96 -> pool 2 pad (1,0); 128 -> none; 128 -> pool (2,1) pad (1,0); 160 -> pool (2,1)); a 1x1 conv
 to 320; global average pool, dropout 0.3 and a linear layer.
 
+``model(x, return_embedding=True)`` gives ``(logits, embedding)``: the 320-d globally pooled features
+before dropout (``embedding_dim``), what feature-based KD compares with the teacher's.
+
 The seed ends the network with a softmax, so its KD losses see probabilities, not logits. serkd
 returns logits; ``seed_softmax=True`` reproduces the seed's head.
 """
@@ -57,11 +60,19 @@ class LightSERNetPlus(nn.Module):
                 layers.append(pool)
             cin = cout
         self.body = nn.Sequential(*layers)
+        # one Sequential (its state-dict keys are the checkpoints'); forward splits it after the pooling
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
         )
+        self.embedding_dim = cin
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_embedding: bool = False):
+        """Logits [B, C] (probabilities with ``seed_softmax``); with ``return_embedding`` also the
+        pooled features [B, 320] before dropout."""
         x = torch.cat([path(x) for path in self.paths], dim=1)
-        logits = self.head(self.body(x))
-        return logits.softmax(dim=1) if self.seed_softmax else logits
+        pool, flatten, dropout, linear = self.head
+        embedding = flatten(pool(self.body(x)))
+        logits = linear(dropout(embedding))
+        if self.seed_softmax:
+            logits = logits.softmax(dim=1)
+        return (logits, embedding) if return_embedding else logits

@@ -1,4 +1,8 @@
-"""Any timm model as a student, as the seed builds it: backbone (in_chans=1) to 128 outputs, then linear."""
+"""Any timm model as a student, as the seed builds it: backbone (in_chans=1) to 128 outputs, then linear.
+
+``model(x, return_embedding=True)`` gives ``(logits, embedding)``: the backbone's 128-d output
+(``embedding_dim``), the classifier's input.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ class TimmStudent(nn.Module):
         self.timm_name = name
         self.backbone = timm.create_model(name, pretrained=pretrained, in_chans=1, num_classes=embed_dim)
         self.classifier = nn.Linear(embed_dim, num_classes)
+        self.embedding_dim = embed_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(x))
+    def forward(self, x: torch.Tensor, return_embedding: bool = False):
+        embedding = self.backbone(x)
+        logits = self.classifier(embedding)
+        return (logits, embedding) if return_embedding else logits

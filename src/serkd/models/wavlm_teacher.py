@@ -7,8 +7,10 @@ emotion-recognition head; emotion cues sit in the middle layers more than in the
 library's own class, not a hand-written copy of it, keeps padding masks and SpecAugment as transformers
 implements and tests them, and other encoders with the same head (wav2vec 2.0, HuBERT) load the same way.
 Layer drop is turned off: transformers' encoder then leaves dropped layers out of ``hidden_states``,
-which breaks the weighted sum. The pooled embedding stored for feature-based KD is the classifier's
-input (projected, mean-pooled frames), so ``logits = W @ embedding + b`` holds exactly.
+which breaks the weighted sum. ``forward_layers`` also returns, for feature-based KD, the masked mean
+over frames of every hidden state (CNN output + each transformer layer, [B, L, D]); the pooled vector
+(the classifier's input: projected, mean-pooled frames, so ``logits = W @ pooled + b`` holds exactly)
+is ``projector(sum_l softmax(layer_weights)_l mean_l)``, the projector being linear.
 
 Weights are resolved once per command: a hub id gives its snapshot's commit hash as the revision, a
 local folder ``local-<sha1 of config and weight files>``; without weights on disk and no hub access the
@@ -172,12 +174,36 @@ class WavLMTeacher(nn.Module):
         return out
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(logits [B, C], pooled [B, P])."""
+        logits, pooled, _ = self._run(input_values, attention_mask, layers=False)
+        return logits, pooled
+
+    def forward_layers(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(logits [B, C], pooled [B, P], layer means [B, L, D] float32): L = num_hidden_layers + 1."""
+        return self._run(input_values, attention_mask, layers=True)
+
+    def _run(self, input_values, attention_mask, layers: bool):
         with warnings.catch_warnings():
             # WavLM's attention mixes a boolean padding mask with its float position bias: torch warns every call
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
-            logits = self.model(input_values, attention_mask=attention_mask).logits
+            out = self.model(input_values, attention_mask=attention_mask, output_hidden_states=layers)
         pooled, self._pooled = self._pooled, None
-        return logits, pooled
+        means = self.layer_means(out.hidden_states, attention_mask) if layers else None
+        return out.logits, pooled, means
+
+    def layer_means(self, hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Masked mean over frames of each [B, T, D] hidden state -> [B, L, D] float32; the sample mask is
+        downsampled to frames as the classification head does it."""
+        stacked = torch.stack(hidden_states, dim=1).float()  # [B, L, T, D]
+        if attention_mask is None:
+            return stacked.mean(dim=2)
+        frames = self.model._get_feature_vector_attention_mask(stacked.shape[2], attention_mask)  # [B, T] bool
+        weights = frames.to(stacked.dtype)
+        return torch.einsum("bltd,bt->bld", stacked, weights) / weights.sum(dim=1).view(-1, 1, 1)
+
+    def layer_weights(self) -> list[float]:
+        """The learned SUPERB layer weights, before their softmax (one per hidden state)."""
+        return self.model.layer_weights.detach().float().cpu().tolist()
 
     def freeze_feature_encoder(self) -> None:
         self.model.freeze_feature_encoder()

@@ -2,8 +2,9 @@
 
 Per fold: load the checkpoint with a fresh head (seeded), fine-tune on raw 16 kHz waveforms of the
 training speakers (a random ``length``-sample window of longer utterances each time they are drawn),
-keep the epoch with the best UA on the validation speaker(s), then write logits and pooled embeddings
-for *every* utterance of the corpus (centre window) to the teacher outputs store with the fold's
+keep the epoch with the best UA on the validation speaker(s), then write logits, the frame-mean of
+every hidden state (``embeddings`` [N, L, D] float16, meta ``layer_weights``) and the pooled vector
+(``pooled``) for *every* utterance of the corpus (centre window) to the teacher outputs store with the fold's
 training speakers, so a student can check the teacher never heard its test speakers.
 
 Optimisation: AdamW, the transformer at ``lr`` and the new head at ``head_lr``, linear warm-up then
@@ -125,8 +126,9 @@ def _fold(config: TeacherConfig, resolved, data: Waveforms, fold: Fold, device, 
     teacher_outputs.write_fold(out, fold.name, utt_ids, logits, shared.teacher_meta(
         fold, data.manifest, config, data.data_hash, key, best, teacher=resolved.display, model_id=config.model,
         revision=resolved.revision, best_epoch=best_epoch, features={"kind": "waveform", "length": config.crop_length},
-        embedding_dim=int(embeddings.shape[1]), git_commit=git_commit,
-        ), embeddings=embeddings)
+        git_commit=git_commit, embedding_layers=int(embeddings["embeddings"].shape[1]),
+        embedding_dim=int(embeddings["embeddings"].shape[2]), pooled_dim=int(embeddings["pooled"].shape[1]),
+        layer_weights=teacher.layer_weights()), **embeddings, embedding_dtype="float16")
     result = shared.base_result(
         data.manifest, fold, parts, logits[parts["test"]].argmax(axis=1), absent_test, student=resolved.display,
         method="teacher", features="waveform", role="teacher", valid_wa=best["valid_wa"], valid_ua=best["valid_ua"],
@@ -204,7 +206,9 @@ def fine_tune(teacher, data: Waveforms, parts: dict, config: TeacherConfig, devi
 
 @torch.no_grad()
 def predict(teacher, waves: list[np.ndarray], indices, config: TeacherConfig, device):
-    """(logits [N, C], embeddings [N, D]) for the centre window of each utterance, in ``indices`` order.
+    """(logits [N, C], {"embeddings": [N, L, D] float16, "pooled": [N, P] float32}) for the centre window
+    of each utterance, in ``indices`` order: the masked frame mean of every hidden state (feature KD)
+    and the classifier's input; the dict's keys are the store's tensor names.
 
     Batches hold utterances of similar length: with a group-norm encoder (Base+) padding shifts the
     normalisation, so less padding keeps an utterance's output close to what it gets alone.
@@ -213,18 +217,20 @@ def predict(teacher, waves: list[np.ndarray], indices, config: TeacherConfig, de
     indices = np.asarray(indices, dtype=np.int64)
     windows = [crop(waves[i], config.crop_length) for i in indices]
     order = np.argsort([len(w) for w in windows], kind="stable")
-    logits, pooled = [None] * len(indices), [None] * len(indices)
+    logits, pooled, layers = [None] * len(indices), [None] * len(indices), [None] * len(indices)
     size = 2 * config.batch_size  # no gradients: twice the training batch fits
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         inputs = teacher.inputs([windows[j] for j in chunk])
         with _autocast(device, config.bf16):
-            z, e = teacher(**{k: v.to(device) for k, v in inputs.items()})
+            z, e, h = teacher.forward_layers(**{k: v.to(device) for k, v in inputs.items()})
+        z, e, h = z.float().cpu().numpy(), e.float().cpu().numpy(), h.cpu().numpy().astype(np.float16)
         for row, j in enumerate(chunk):
-            logits[j], pooled[j] = z[row].float().cpu().numpy(), e[row].float().cpu().numpy()
+            logits[j], pooled[j], layers[j] = z[row], e[row], h[row]
     if not len(indices):
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
-    return np.stack(logits), np.stack(pooled)
+        empty = np.zeros((0, 0), np.float32)
+        return empty, {"embeddings": np.zeros((0, 0, 0), np.float16), "pooled": empty}
+    return np.stack(logits), {"embeddings": np.stack(layers), "pooled": np.stack(pooled)}
 
 
 def _autocast(device: torch.device, bf16: bool):
