@@ -72,10 +72,10 @@ def cmd_corpus(args) -> None:
     if not args.no_audio_check:
         manifest.problems += audio_problems(manifest)
     problems = list(manifest.problems)
-    total = len(manifest)
+    total = manifest.listed()
     manifest = manifest.raise_problems(skip_bad=True)
     if problems and not args.skip_bad:
-        raise CorpusProblems(problems, hint=f"{skip_hint(problems, total)} in {args.root}")
+        raise CorpusProblems(problems, hint=skip_hint(problems, total, str(args.root)))
     for note in manifest.notes:
         stderr.print(note)
     speakers = [u.speaker for u in manifest.utterances]

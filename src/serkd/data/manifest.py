@@ -76,11 +76,15 @@ class Manifest:
     def without(self, bad_paths: set[str]) -> Manifest:
         return replace(self, utterances=[u for u in self.utterances if str(u.path) not in bad_paths])
 
+    def listed(self) -> int:
+        """Files the corpus lists: the usable ones and those only its problems name."""
+        return len(self.utterances) + len(problem_paths(self.problems) - {str(u.path) for u in self.utterances})
+
     def raise_problems(self, skip_bad: bool = False) -> Manifest:
         """Fail with every problem listed, or (``skip_bad``) drop the bad files and say how many."""
         if not self.problems:
             return self
-        total = len(self.utterances) + len(problem_paths(self.problems) - {str(u.path) for u in self.utterances})
+        total = self.listed()
         if not skip_bad:
             raise CorpusProblems(self.problems, hint=skip_hint(self.problems, total))
         bad = problem_paths(self.problems)
@@ -125,11 +129,11 @@ def problem_paths(problems: list[BadInputError]) -> set[str]:
     return {path for p in problems for path in getattr(p, "paths", {p.path})}
 
 
-def skip_hint(problems: list[BadInputError], total: int) -> str:
+def skip_hint(problems: list[BadInputError], total: int, where: str = "") -> str:
     """What ``--skip-bad`` would do, said so that dropping most of a corpus is not done by accident."""
     dropped = len(problem_paths(problems))
     share = dropped / max(total, 1)
-    hint = f"{len(problems)} problem(s) affecting {dropped} of {total} file(s)"
+    hint = f"{len(problems)} bad input(s){' in ' + where if where else ''} ({dropped} of {total} files)"
     if any(isinstance(p, LabelProblem) for p in problems):
         skip = f" (skip_bad would drop {share:.0%} of the corpus)" if share >= 0.2 else ", or skip_bad drops them"
         return hint + "; fix the labels option or the labels in the data" + skip

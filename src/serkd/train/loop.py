@@ -130,13 +130,24 @@ def fit(
     teacher_logits: torch.Tensor | None = None,
     device: torch.device | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    teacher_embeddings: torch.Tensor | None = None,
 ) -> FitResult:
     """Train for ``config.epochs``; keep the weights of the epoch with the best validation UA
-    (ties go to the earlier epoch)."""
+    (ties go to the earlier epoch).
+
+    A feature-KD loss (``needs_embeddings``) also gets the student's embedding and the teacher's
+    cached one; its own parameters (a projector) are bound to both sizes and trained with the model.
+    """
     device = device or pick_device()
+    feature_kd = getattr(loss_fn, "needs_embeddings", False)
+    if feature_kd:
+        if teacher_embeddings is None:
+            raise ValueError("a feature-KD method needs teacher embeddings")
+        loss_fn.bind(model.embedding_dim, int(teacher_embeddings.shape[1]))
     model.to(device)
     loss_fn.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    parameters = [*model.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     generator = torch.Generator().manual_seed(config.seed)
     train_idx = torch.as_tensor(train_idx, dtype=torch.long)
@@ -151,7 +162,12 @@ def fit(
             x = features[idx].to(device, non_blocking=True)
             y = targets[idx].to(device, non_blocking=True)
             t = teacher_logits[idx].to(device, non_blocking=True) if teacher_logits is not None else None
-            loss = loss_fn(model(x), t, y)
+            if feature_kd:
+                z, embedding = model(x, return_embedding=True)
+                loss = loss_fn(z, t, y, student_emb=embedding,
+                               teacher_emb=teacher_embeddings[idx].to(device, non_blocking=True))
+            else:
+                loss = loss_fn(model(x), t, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -167,6 +183,7 @@ def fit(
                   "valid_s": time.perf_counter() - trained}
         history.append(record)
         best.update(epoch, valid_ua, model)
+        loss_fn.train()
         if on_epoch:
             on_epoch(record)
     if best.state is None:

@@ -51,6 +51,7 @@ class TeacherFold:
     leaked: list[str]
     stale: bool
     identity: dict  # what produced them: enters the fold key
+    embeddings: np.ndarray | None = None  # [N, D] for feature-KD methods, rows as the manifest
 
 
 @dataclass
@@ -137,6 +138,11 @@ def plan(config: RunConfig, emit: Emitter | None = None) -> Plan:
     teacher_meta = {}
     if config.teacher and getattr(loss_fn, "needs_teacher", False):
         teacher_meta = {f.name: check_teacher_fold(config, manifest, f, data_hash, emit) for f in folds}
+        if getattr(loss_fn, "needs_embeddings", False):
+            for f in folds:  # a logit-only store is refused before any feature is computed
+                outputs = teacher_outputs.read_fold(Path(config.teacher), f.name)
+                teacher_outputs.embedding_matrix(outputs, loss_fn.teacher_layer, Path(config.teacher) / f.name,
+                                                 config.method)
     check_run_folder(Path(config.out), config)
     return Plan(config, manifest, folds, feature_config, loss_fn, data_hash, teacher_meta)
 
@@ -186,10 +192,15 @@ def teacher_fold(config: RunConfig, data: PreparedData, fold: Fold, meta: dict |
     store = Path(config.teacher)
     meta = meta or check_teacher_fold(config, data.manifest, fold, data.data_hash, Emitter())
     outputs = teacher_outputs.read_fold(store, fold.name)
-    logits = outputs.aligned([u.utt_id for u in data.manifest.utterances], store / fold.name)
+    rows = outputs.rows([u.utt_id for u in data.manifest.utterances], store / fold.name)
     identity = {k: meta.get(k) for k in ("config_hash", "data_hash", "provenance", "source_sha1", "teacher")}
     stale = bool(meta.get("data_hash")) and meta["data_hash"] != data.data_hash
-    return TeacherFold(logits, teacher_outputs.leak_meta(meta, fold.test), stale, identity)
+    loss_fn = make_loss(config.method, config.method_params)
+    embeddings = None
+    if getattr(loss_fn, "needs_embeddings", False):
+        embeddings = teacher_outputs.embedding_matrix(outputs, loss_fn.teacher_layer, store / fold.name,
+                                                      config.method)[rows]
+    return TeacherFold(outputs.logits[rows], teacher_outputs.leak_meta(meta, fold.test), stale, identity, embeddings)
 
 
 def _fold_identity(config: RunConfig, fold: Fold, data: PreparedData, teacher: TeacherFold | None) -> dict:
@@ -240,8 +251,10 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     teacher_logits = torch.from_numpy(teacher.logits) if teacher is not None else None
     clock = EpochClock(emit, fold.name, config.epochs, f"{config.student}/{config.method}")
     started = time.perf_counter()
+    teacher_embeddings = (torch.from_numpy(teacher.embeddings) if teacher is not None and
+                          teacher.embeddings is not None else None)
     result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"], config,
-                 teacher_logits, device, clock.epoch)
+                 teacher_logits, device, clock.epoch, teacher_embeddings)
     seconds = time.perf_counter() - started
     test_pred = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
     best = result.history[result.best_epoch - 1]
