@@ -1,4 +1,5 @@
-"""Build Emo-DB and IEMOCAP release layouts with real file names and tiny audio, for the corpus tests.
+"""Build Emo-DB, IEMOCAP, RAVDESS, CREMA-D and MSP-Podcast release layouts with real file names and tiny
+audio, for the corpus tests.
 
 Audio is a few clips of 0.05 s noise encoded once by soundfile and copied as bytes: writing each of
 IEMOCAP's 5531 files through soundfile would cost ~3 ms a file, the bytes ~0.2 ms.
@@ -84,6 +85,75 @@ def build_iemocap(root: Path, rows: list[dict[str, str]]) -> Path:
         (label_dir / "Categorical").mkdir(exist_ok=True)
         (label_dir / "Categorical" / f"{dialog}_e1_cat.txt").write_text(
             f"[0.0 - 1.0]\t{extra}\tang\t[1, 1, 1]\n")
+    return root
+
+
+def ravdess_names(actors=range(1, 25), channel: str = "01", modality: str = "03") -> list[str]:
+    """The real speech set: 60 per actor (neutral at normal intensity only; 2 statements x 2 repetitions)."""
+    names = []
+    for actor in actors:
+        for emotion in range(1, 9):
+            for intensity in (1,) if emotion == 1 else (1, 2):
+                for statement in (1, 2):
+                    for repetition in (1, 2):
+                        names.append(f"{modality}-{channel}-{emotion:02d}-{intensity:02d}-{statement:02d}-"
+                                     f"{repetition:02d}-{actor:02d}.wav")
+    return names
+
+
+def build_ravdess(root: Path, names: list[str]) -> Path:
+    """``ROOT/Actor_XX/<name>``, the actor folder taken from the name's last field."""
+    for i, name in enumerate(names):
+        write_clip(root / f"Actor_{name[-6:-4]}" / name, i)
+    return root
+
+
+CREMAD_SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
+
+
+def cremad_names(actors=range(1001, 1092), sentences=CREMAD_SENTENCES, emotions=("ANG", "DIS", "FEA", "HAP", "NEU",
+                                                                                   "SAD")) -> list[str]:
+    """The real naming: IEO is spoken at levels LO MD HI (neutral XX), the other sentences at XX."""
+    names = []
+    for actor in actors:
+        for sentence in sentences:
+            for emotion in emotions:
+                levels = ("LO", "MD", "HI") if sentence == "IEO" and emotion != "NEU" else ("XX",)
+                names += [f"{actor}_{sentence}_{emotion}_{level}.wav" for level in levels]
+    return names
+
+
+def build_cremad(root: Path, names: list[str], subfolder: bool = True) -> Path:
+    folder = root / "AudioWAV" if subfolder else root
+    for i, name in enumerate(names):
+        write_clip(folder / name, i)
+    return root
+
+
+MSP_COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
+
+
+def msp_rows(plan: dict[str, list[str]], classes: str = "AHSNCUFDOX", per: int = 1) -> list[dict[str, str]]:
+    """Rows of ``labels_consensus.csv``: for each split, each speaker id in ``plan[split]`` gets ``per``
+    utterances of every class letter in ``classes`` (file names as the release's, MSP-PODCAST_0001_0001.wav)."""
+    rows, n = [], 0
+    for split, speakers in plan.items():
+        for speaker in speakers:
+            for letter in classes:
+                for _ in range(per):
+                    n += 1
+                    rows.append({"FileName": f"MSP-PODCAST_{1 + n // 50:04d}_{n % 50 + 1:04d}.wav", "EmoClass": letter,
+                                 "EmoAct": "4.2", "EmoVal": "3.8", "EmoDom": "4.0", "SpkrID": speaker,
+                                 "Gender": "Female" if n % 2 else "Male", "Split_Set": split})
+    return rows
+
+
+def build_msp_podcast(root: Path, rows: list[dict[str, str]]) -> Path:
+    """``ROOT/Labels/labels_consensus.csv`` and ``ROOT/Audios/<FileName>`` for every row."""
+    write_csv(root / "Labels" / "labels_consensus.csv", rows, MSP_COLUMNS)
+    for i, row in enumerate(rows):
+        if row["FileName"]:
+            write_clip(root / "Audios" / row["FileName"], i)
     return root
 
 

@@ -1,10 +1,16 @@
 """Run an exported graph on audio files: any sample rate or channel count, read and resampled outside the
 graph by :func:`serkd.data.audio.load_audio`; the graph does the rest (crop, features, student, softmax).
+
+Long audio: :func:`predict` with ``window`` (seconds) cuts each file into windows every ``hop`` seconds
+(the last one aligned to the file's end) and returns a timeline of per-window predictions; the file's
+label is the argmax of the mean of the window probabilities. A clip shorter than ``min_seconds`` gets a
+warning instead of a silent, confident-looking guess.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -14,6 +20,9 @@ import onnxruntime as ort
 from serkd.data.audio import load_audio
 from serkd.errors import BadInputError, SerkdError
 
+log = logging.getLogger(__name__)
+
+BATCH_WINDOWS = 32  # windows per graph call: bounds memory for hours of audio, amortises the call overhead
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".opus"})
 
 
@@ -46,16 +55,27 @@ class OnnxClassifier:
         except (KeyError, ValueError):
             raise SerkdError(f"{self.path}: no serkd metadata (labels, sample_rate): export it with serkd export") \
                 from None
-        self.input = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input = first.name
+        # serkd export makes the batch axis dynamic (a name, not a number); a graph fixed at 1 runs row by row
+        self.batched = not (first.shape and isinstance(first.shape[0], int) and first.shape[0] == 1)
 
     def probs(self, wave: np.ndarray) -> np.ndarray:
         """Class probabilities of one mono waveform at ``sample_rate``."""
         return self.session.run(None, {self.input: np.ascontiguousarray(wave, dtype=np.float32)[None]})[0][0]
 
+    def probs_rows(self, waves: np.ndarray) -> np.ndarray:
+        """Class probabilities of each row of a (rows, samples) array (equal lengths), batched when the graph
+        allows it, ``BATCH_WINDOWS`` rows per call."""
+        waves = np.ascontiguousarray(waves, dtype=np.float32)
+        if not self.batched:
+            return np.stack([self.probs(row) for row in waves])
+        return np.concatenate([self.session.run(None, {self.input: waves[i : i + BATCH_WINDOWS]})[0]
+                               for i in range(0, len(waves), BATCH_WINDOWS)])
+
     def predict_file(self, path: str | Path) -> dict:
-        probs = self.probs(load_audio(path, self.sample_rate))
-        return {"path": str(path), "label": self.labels[int(np.argmax(probs))],
-                "probs": {label: float(p) for label, p in zip(self.labels, probs)}}
+        """``{"path", "label", "probs"}`` of one file (whole clip, no short-clip check): see :func:`predict_file`."""
+        return predict_file(self, path, min_seconds=0)
 
 
 def expand(inputs: Sequence[str | Path]) -> tuple[list[Path], list[BadInputError]]:
@@ -73,13 +93,78 @@ def expand(inputs: Sequence[str | Path]) -> tuple[list[Path], list[BadInputError
     return files, problems
 
 
-def predict(model: OnnxClassifier, inputs: Sequence[str | Path]) -> tuple[list[dict], list[BadInputError]]:
-    """Predictions for every readable file and the problems of the others (bad files do not stop the rest)."""
-    files, problems = expand(inputs)
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """First sample of each window: every ``hop`` samples, the last window ending at the last sample; a signal
+    no longer than one window is one window starting at 0."""
+    if n_samples <= window:
+        return [0]
+    return [*range(0, n_samples - window, hop), n_samples - window]
+
+
+def check_window(window: float | None, hop: float | None, min_seconds: float) -> None:
+    """The window options, checked before any file is read (messages name the options)."""
+    if window is None:
+        if hop is not None:
+            raise SerkdError("hop: only applies with a window")
+    elif not window > 0:
+        raise SerkdError(f"window: must be a positive number of seconds, got {window}")
+    if hop is not None and not hop > 0:
+        raise SerkdError(f"hop: must be a positive number of seconds, got {hop}")
+    if not min_seconds >= 0:
+        raise SerkdError(f"min_seconds: must be zero or more, got {min_seconds}")
+
+
+def predict_file(classifier: OnnxClassifier, path: str | Path, window: float | None = None,
+                 hop: float | None = None, min_seconds: float = 0.5) -> dict:
+    """``{"path", "label", "probs"}`` of one file, plus ``"timeline"`` with a window and ``"warning"`` for a
+    clip shorter than ``min_seconds``. See :func:`predict`."""
+    wave = load_audio(path, classifier.sample_rate)
+    rate = classifier.sample_rate
+    labels = classifier.labels
+    timeline = None
+    if window is None:
+        probs = classifier.probs(wave)
+    else:
+        size = max(1, round(window * rate))
+        step = max(1, round((hop or window) * rate))
+        starts = window_starts(len(wave), size, step)
+        rows = classifier.probs_rows(np.stack([wave[s : s + size] for s in starts]))
+        probs = rows.mean(axis=0)
+        timeline = [
+            {"start": round(s / rate, 3), "end": round(min(s + size, len(wave)) / rate, 3),
+             "label": labels[int(np.argmax(row))], "probs": {label: float(p) for label, p in zip(labels, row)}}
+            for s, row in zip(starts, rows)]
+    result = {"path": str(path), "label": labels[int(np.argmax(probs))],
+              "probs": {label: float(p) for label, p in zip(labels, probs)}}
+    if timeline is not None:
+        result["timeline"] = timeline
+    seconds = len(wave) / rate
+    if seconds < min_seconds:
+        result["warning"] = (f"{path}: only {seconds:.2f} s of audio (less than {min_seconds:g} s): "
+                             "the prediction is unreliable")
+        log.warning(result["warning"])
+    return result
+
+
+def predict(classifier: OnnxClassifier, paths: Sequence[str | Path], window: float | None = None,
+            hop: float | None = None, min_seconds: float = 0.5) -> tuple[list[dict], list[BadInputError]]:
+    """Predictions for every readable file and the problems of the others (bad files do not stop the rest).
+
+    Each result is ``{"path", "label", "probs": {label: p}}``. With ``window`` (seconds), the file is cut
+    into windows of that length every ``hop`` seconds (default: ``window``, back to back), the last window
+    aligned to the file's end (a file no longer than the window is one window), and the result gains
+    ``"timeline": [{"start", "end", "label", "probs"}]`` (seconds); its ``label``/``probs`` are then the
+    mean of the window probabilities and its argmax. Windows of a file run through the graph in batches.
+    A clip shorter than ``min_seconds`` still gets a prediction, plus ``"warning": "..."`` (also logged,
+    once per file). The graph crops each input to its training length (centre crop), so a window longer
+    than that length is judged on its centre only.
+    """
+    check_window(window, hop, min_seconds)
+    files, problems = expand(paths)
     results = []
     for path in files:
         try:
-            results.append(model.predict_file(path))
+            results.append(predict_file(classifier, path, window, hop, min_seconds))
         except BadInputError as problem:
             problems.append(problem)
     return results, problems

@@ -18,7 +18,8 @@ from serkd.errors import BadInputError, SerkdError
 REQUIRED = ("path", "label", "speaker")
 
 
-def read_rows(csv_path: Path) -> list[dict[str, str]]:
+def read_rows(csv_path: Path, required: tuple[str, ...] = REQUIRED) -> list[dict[str, str]]:
+    """The rows of a CSV, values stripped; BadInputError for an unreadable file, missing columns, no rows."""
     try:
         # utf-8-sig: spreadsheets often save a byte-order mark that would otherwise rename the first column
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -27,7 +28,7 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
             columns = [c.strip() for c in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise BadInputError(csv_path, f"cannot read CSV ({exc})") from None
-    missing = [c for c in REQUIRED if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
         raise BadInputError(csv_path, f"missing column(s) {', '.join(missing)} (have: {', '.join(columns)})")
     if not rows:
