@@ -62,13 +62,22 @@ def add_predict(sub) -> None:
     p.add_argument("audio", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     p.add_argument("--json", action="store_true", help='print [{"path", "label", "probs": {label: p}}]')
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--window", type=float, metavar="S", help="long audio: predict every S-second window too; "
+                   "each file gets a timeline and the label of its mean window probabilities")
+    p.add_argument("--hop", type=float, metavar="H", help="seconds between window starts (default: the window)")
+    p.add_argument("--min-seconds", type=float, default=0.5,
+                   help="warn about clips shorter than this instead of trusting their label (default: 0.5)")
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args) -> None:
     from serkd.deploy.predict import OnnxClassifier, predict
 
-    results, problems = predict(OnnxClassifier(args.model, args.threads), args.audio)
+    results, problems = predict(OnnxClassifier(args.model, args.threads), args.audio, args.window, args.hop,
+                                args.min_seconds)
+    for r in results:
+        if r.get("warning"):
+            stderr.print(f"[yellow]{r['path']}: {r['warning']}")
     if args.json:
         print_json(results)
     elif results:
@@ -79,6 +88,8 @@ def cmd_predict(args) -> None:
             table.add_column(column, justify="right" if column == "probability" else "left")
         for r in results:
             table.add_row(r["path"], r["label"], f"{r['probs'][r['label']]:.3f}")
+            for w in r.get("timeline", []):
+                table.add_row(f"  {w['start']:.2f}-{w['end']:.2f} s", w["label"], f"{w['probs'][w['label']]:.3f}")
         stdout.print(table)
     if problems:  # every readable file was predicted; the bad ones end the command, one line each
         raise SerkdError("\n".join(str(problem) for problem in problems))
