@@ -58,7 +58,10 @@ def test_fold_rejects_overlap_and_test_selection_is_marked():
     folds = select_on_test(leave_groups_out([["a"], ["b"], ["c"], ["d"]]))
     assert folds[0].selection == "test" and folds[0].valid == folds[0].test == ("a",)
     assert set(folds[0].train) == {"b", "c", "d"}
-    assert [f.name for f in pick_folds(folds, "1,fold3")] == ["fold1", "fold3"]
+    assert [f.name for f in pick_folds(folds, "1,d")] == ["b", "d"]  # folds are named after their test speakers
+    named = leave_groups_out([["s1", "s2"], ["3"], ["s4"]], group_names=["A", "B", "C"])
+    assert [f.name for f in named] == ["s1+s2", "spk3", "s4"]
+    assert [f.name for f in pick_folds(named, "B,s4")] == ["spk3", "s4"]  # or after their group
     with pytest.raises(SerkdError, match="unknown fold"):
         pick_folds(folds, "9")
 

@@ -169,3 +169,12 @@ def test_cnn_teacher_is_cached_too(tiny_synth, tmp_path, capsys):
     assert run_cli(argv, capsys)[0] == 0
     code, _, err = run_cli(argv, capsys)
     assert code == 0 and "fold spk00: cached (same config and data)" in err
+
+
+def test_feature_kd_from_a_layer_of_the_wavlm_store(store, corpus, tmp_path, capsys):
+    argv = ["train", "--corpus", "synth", "--root", corpus, "--folds", "0", "--epochs", "1", "--length", "8000",
+            "--method", "fitnet", "--method-param", "teacher_layer=1", "--teacher", store, "--out", tmp_path / "f"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    result = read_json(tmp_path / "f" / "spk00" / "results.json")
+    assert result["method"] == "fitnet" and result["method_params"] == {"teacher_layer": 1}

@@ -132,7 +132,7 @@ def problem_paths(problems: list[BadInputError]) -> set[str]:
 def skip_hint(problems: list[BadInputError], total: int, where: str = "") -> str:
     """What ``--skip-bad`` would do, said so that dropping most of a corpus is not done by accident."""
     dropped = len(problem_paths(problems))
-    share = dropped / max(total, 1)
+    share = len(problem_paths([p for p in problems if isinstance(p, LabelProblem)])) / max(total, 1)
     hint = f"{len(problems)} bad input(s){' in ' + where if where else ''} ({dropped} of {total} files)"
     if any(isinstance(p, LabelProblem) for p in problems):
         skip = f" (skip_bad would drop {share:.0%} of the corpus)" if share >= 0.2 else ", or skip_bad drops them"

@@ -21,7 +21,7 @@ import numpy as np
 
 from serkd.data.audio import file_hash
 from serkd.data.manifest import Manifest
-from serkd.data.teacher_outputs import folds_in, write_fold
+from serkd.data.teacher_outputs import folds_in, utterance_hashes, write_fold
 from serkd.errors import BadInputError, SerkdError
 
 PROVENANCE = "seed-shipped"
@@ -128,6 +128,8 @@ def import_seed(source: Path, manifest: Manifest, store: Path, root: str | Path 
             "corpus": manifest.corpus, "root": str(root or manifest.root), "corpus_options": corpus_options or {},
             "labels": list(manifest.labels), "data_hash": manifest.data_hash(),
             "source": str(source), "source_sha1": file_hash(source)}
+    hashes = utterance_hashes(manifest)
+    meta["audio_sha1"] = [hashes[u] for u in utt_ids]
     for fold in manifest.folds:
         write_fold(store, fold.name, utt_ids, matrix, {**meta, "valid_speakers": list(fold.valid),
                                                        "test_speakers": list(fold.test), "selection": None})

@@ -140,6 +140,30 @@ def leak_meta(meta: dict, test_speakers) -> list[str]:
     return sorted(set(meta.get("train_speakers", [])) & set(test_speakers))
 
 
+def utterance_hashes(manifest) -> dict[str, str]:
+    """utt_id -> SHA-1 of its audio: what a store records so a student can tell stale outputs."""
+    by_path = manifest.audio_hashes()
+    return {u.utt_id: by_path[str(u.path)] for u in manifest.utterances}
+
+
+def stale_utterances(store: Path, fold_name: str, manifest, data_hash: str) -> int | None:
+    """How many of the corpus' utterances have teacher outputs computed on other audio (0: none).
+
+    Stores record each utterance's audio hash (``audio_sha1``, parallel to ``utt_ids``), so a student
+    on a subset of the teacher's corpus is fine; older stores only have the corpus' data hash, compared
+    whole. None: the store records neither.
+    """
+    meta = read_json(Path(store) / fold_name / META)
+    recorded = meta.get("audio_sha1")
+    if recorded and len(recorded) == len(meta.get("utt_ids", [])):
+        teacher = dict(zip(meta["utt_ids"], recorded))
+        ours = utterance_hashes(manifest)
+        return sum(1 for utt, digest in ours.items() if utt in teacher and teacher[utt] != digest)
+    if meta.get("data_hash"):
+        return 0 if meta["data_hash"] == data_hash else len(manifest)
+    return None
+
+
 def recorded_corpus(store: Path) -> dict | None:
     """``{"corpus", "root", "corpus_options"}`` as the store recorded them (teacher eval needs no flags)."""
     for name in folds_in(store) if Path(store).is_dir() else []:

@@ -162,6 +162,7 @@ def teacher_meta(fold: Fold, manifest: Manifest, config, data_hash: str, key: st
         "valid_speakers": list(fold.valid), "test_speakers": list(fold.test), "labels": list(manifest.labels),
         "corpus": manifest.corpus, "root": str(Path(config.root).resolve()), "corpus_options": config.corpus_options,
         "data_hash": data_hash, "config_hash": key,
+        "audio_sha1": list(teacher_outputs.utterance_hashes(manifest).values()),
         "valid_wa": best["valid_wa"], "valid_ua": best["valid_ua"], "selection": fold.selection, **fields,
     }
 

@@ -163,14 +163,15 @@ def check_teacher_fold(config: RunConfig, manifest: Manifest, fold: Fold, data_h
     if leaked:
         emit.note(f"fold {fold.name}: teacher saw test speaker(s) {', '.join(leaked)}: results marked leaky-teacher",
                   fold.name)
-    stale = bool(meta.get("data_hash")) and meta["data_hash"] != data_hash
+    stale = teacher_outputs.stale_utterances(store, fold.name, manifest, data_hash) or 0
     if stale and not config.allow_stale_teacher:
-        raise SerkdError(f"{store / fold.name}: teacher outputs were computed on other audio (teacher data hash "
-                         f"{meta['data_hash']}, corpus {data_hash}); retrain the teacher, or allow_stale_teacher "
-                         "uses them and marks results stale-teacher")
+        raise SerkdError(f"{store / fold.name}: teacher outputs were computed on other audio ({stale} of "
+                         f"{len(manifest)} utterances changed; teacher data hash {meta.get('data_hash')}, corpus "
+                         f"{data_hash}); retrain the teacher, or allow_stale_teacher uses them and marks results "
+                         "stale-teacher")
     if stale:
         emit.note(f"fold {fold.name}: teacher outputs come from other audio: results marked stale-teacher", fold.name)
-    return meta
+    return {**meta, "stale": bool(stale)}
 
 
 def prepare(config, manifest: Manifest, folds: list[Fold], emit: Emitter, data_hash: str | None = None,
@@ -194,7 +195,7 @@ def teacher_fold(config: RunConfig, data: PreparedData, fold: Fold, meta: dict |
     outputs = teacher_outputs.read_fold(store, fold.name)
     rows = outputs.rows([u.utt_id for u in data.manifest.utterances], store / fold.name)
     identity = {k: meta.get(k) for k in ("config_hash", "data_hash", "provenance", "source_sha1", "teacher")}
-    stale = bool(meta.get("data_hash")) and meta["data_hash"] != data.data_hash
+    stale = meta.get("stale", False)
     loss_fn = make_loss(config.method, config.method_params)
     embeddings = None
     if getattr(loss_fn, "needs_embeddings", False):
