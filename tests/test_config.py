@@ -108,7 +108,7 @@ def test_bad_length_fails_before_features_and_leaves_nothing(tiny_synth, tmp_pat
     code, _, err = run_cli(["train", *COMMON, "--length", "1000", "--root", tiny_synth, "--out", out], capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("serkd: error: --length: 1000 samples")
     assert not out.exists()
-    code, _, err = run_cli(["train", *COMMON, "--length", "2048", "--root", tiny_synth, "--out", out], capsys)
+    code, _, err = run_cli(["train", *COMMON, "--length", "1536", "--root", tiny_synth, "--out", out], capsys)
     assert code == 2 and "too small for lightsernet" in err and not out.exists()
     code, _, err = run_cli(["train", *COMMON, "--folds", "9", "--root", tiny_synth, "--out", out], capsys)
     assert code == 2 and err.startswith("serkd: error: --folds: unknown fold '9'") and not out.exists()
@@ -120,7 +120,7 @@ def test_plain_epoch_lines_when_not_a_terminal(tiny_synth, tmp_path):
                            "--threads", "1", "--root", str(tiny_synth), "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if " epoch " in line]
+    lines = [line for line in proc.stderr.splitlines() if "train loss" in line]
     assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
     assert all("valid UA" in line and "ETA" in line for line in lines)
 

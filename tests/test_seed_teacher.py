@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,12 +106,15 @@ def test_eval_reports_high_leaky_wa_per_fold(imported, emodb_release, seed_logit
     assert code == 0 and "leaky-teacher" in out and "spk16" in out
 
 
-def test_train_refuses_the_leaky_teacher_unless_allowed(imported, seed_logits, tmp_path, capsys):
-    # one take per speaker and emotion (up to 70 files) keeps one epoch fast
+def test_train_refuses_the_leaky_teacher_unless_allowed(imported, emodb_release, seed_logits, tmp_path, capsys):
+    # one take per speaker and emotion (up to 70 files) keeps one epoch fast; the same audio as the import's
     first = {}
     for name in sorted(seed_logits):
         first.setdefault((name[:2], name[5]), name)
-    root = build_emodb(tmp_path / "small", list(first.values()))
+    root = tmp_path / "small"
+    (root / "wav").mkdir(parents=True)
+    for name in first.values():
+        shutil.copy2(emodb_release / "wav" / name, root / "wav" / name)
     argv = ["train", "--corpus", "emodb", "--root", root, "--method", "kd", "--teacher", imported, "--epochs", "1",
             "--folds", "0", "--length", "8000", "--out", tmp_path / "run"]
     code, _, err = run_cli(argv, capsys)

@@ -19,17 +19,26 @@ def add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args) -> None:
+def run_from_args(cls, args, train) -> Path | None:
+    """Build the config (file + flags), print it or run ``train(config, on_event, overwrite=...)``, then
+    show the folder's report; the folder, or None after --print-config."""
     from serkd.cli.report import show_report
+
+    config = config_from_args(cls, args)
+    if check_print_config(config, args):
+        return None
+    with EventRenderer() as render:
+        train(config, render, overwrite=args.overwrite)
+    show_report([Path(config.out)])
+    return Path(config.out)
+
+
+def cmd_train(args) -> None:
     from serkd.train.run import run
 
-    config = config_from_args(RunConfig, args)
-    if check_print_config(config, args):
-        return
-    with EventRenderer() as render:
-        run(config, render, overwrite=args.overwrite)
-    show_report([Path(config.out)])
-    stderr.print(f"run folder: {config.out}  (repeat it: serkd train --config {Path(config.out) / 'config.yaml'})")
+    out = run_from_args(RunConfig, args, run)
+    if out:
+        stderr.print(f"run folder: {out}  (repeat it: serkd train --config {out / 'config.yaml'})")
 
 
 def add_teacher(sub) -> None:
@@ -47,16 +56,11 @@ def add_teacher(sub) -> None:
 
 
 def cmd_teacher_train(args) -> None:
-    from serkd.cli.report import show_report
     from serkd.train.teachers import train_teacher
 
-    config = config_from_args(TeacherConfig, args)
-    if check_print_config(config, args):
-        return
-    with EventRenderer() as render:
-        train_teacher(config, render, overwrite=args.overwrite)
-    show_report([Path(config.out)])
-    stderr.print(f"teacher outputs: {config.out}")
+    out = run_from_args(TeacherConfig, args, train_teacher)
+    if out:
+        stderr.print(f"teacher outputs: {out}  (repeat it: serkd teacher train --config {out / 'config.yaml'})")
 
 
 def cmd_teacher_tiny(args) -> None:

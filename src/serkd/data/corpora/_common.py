@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -145,3 +147,13 @@ def speaker_folds(speakers: Sequence[str], n: int) -> list:
 
     groups = consecutive_groups(speakers, n)
     return leave_groups_out(groups, names=["+".join(g) for g in groups])
+
+
+def wav_files(root: Path, subfolder: str, example: str, corpus: str) -> list[Path]:
+    """The .wav files of ``root/subfolder`` (or of ``root`` itself), sorted; one line when there are none."""
+    folder = root / subfolder if (root / subfolder).is_dir() else root
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
+    if not files:
+        raise SerkdError(f"{root}: no {corpus} wav files (expected {root}/{subfolder}/{example} ... or "
+                         f"{root}/{example} ...)")
+    return files

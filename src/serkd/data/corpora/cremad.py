@@ -20,6 +20,7 @@ from pathlib import Path
 
 from serkd.data.corpora import register
 from serkd.data.corpora._common import choose_classes, no_options, require_some, speaker_folds, with_durations
+from serkd.data.corpora._common import wav_files as common_wav_files
 from serkd.data.manifest import Manifest, Utterance
 from serkd.errors import BadInputError, SerkdError
 
@@ -48,11 +49,7 @@ def parse_name(path: Path) -> tuple[str, str]:
 
 
 def wav_files(root: Path) -> list[Path]:
-    folder = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
-    if not files:
-        raise SerkdError(f"{root}: no CREMA-D wav files (expected {root}/AudioWAV/1001_DFA_ANG_XX.wav ...)")
-    return files
+    return common_wav_files(root, "AudioWAV", "1001_DFA_ANG_XX.wav", "CREMA-D")
 
 
 @register("cremad")

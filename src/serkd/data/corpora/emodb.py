@@ -17,6 +17,7 @@ from pathlib import Path
 
 from serkd.data.corpora import register
 from serkd.data.corpora._common import no_options, require_some, with_durations
+from serkd.data.corpora._common import wav_files as common_wav_files
 from serkd.data.manifest import Manifest, Utterance
 from serkd.data.protocol import Fold, leave_groups_out
 from serkd.errors import BadInputError, SerkdError
@@ -41,11 +42,7 @@ def parse_name(path: Path) -> tuple[str, str]:
 
 
 def wav_files(root: Path) -> list[Path]:
-    folder = root / "wav" if (root / "wav").is_dir() else root
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
-    if not files:
-        raise SerkdError(f"{root}: no Emo-DB wav files (expected {root}/wav/03a01Fa.wav ... or {root}/03a01Fa.wav ...)")
-    return files
+    return common_wav_files(root, "wav", "03a01Fa.wav", "Emo-DB")
 
 
 def folds(speakers: list[str]) -> list[Fold]:
