@@ -160,7 +160,7 @@ def test_cremad_counts_labels_speakers_and_folds(cremad_release):
     by_id = {u.utt_id: (u.label, u.speaker) for u in manifest.utterances}
     assert by_id["1001_DFA_ANG_XX"] == ("anger", "1001") and by_id["1091_IEO_HAP_HI"] == ("happiness", "1091")
     assert [len(f.test) for f in manifest.folds] == [10] + [9] * 9
-    assert manifest.folds[0].name == "+".join(str(a) for a in range(1001, 1011))
+    assert manifest.folds[0].name == "+".join(f"spk{a}" for a in range(1001, 1011))  # digit-only ids get spk
     assert manifest.folds[1].test[0] == "1011" and manifest.folds[-1].test[-1] == "1091"
     assert manifest.folds[0].valid == manifest.folds[1].test and manifest.folds[-1].valid == manifest.folds[0].test
     assert_speaker_independent(manifest)
@@ -175,7 +175,7 @@ def test_cremad_labels_merge_and_bad_names(tmp_path, capsys):
     assert sorted(p.path.rsplit("/", 1)[1] for p in manifest.problems) == [
         "1001_ABC_ANG_XX.wav", "1001_DFA_ANG_ZZ.wav", "1001_DFA_XYZ_XX.wav", "1002_DFA_SAD_XX.wav", "readme.wav"]
     assert len(manifest) == 6 * 22
-    assert [f.name for f in manifest.folds] == ["1001", "1002", "1003", "1004", "1005", "1006"]
+    assert [f.name for f in manifest.folds] == ["spk1001", "spk1002", "spk1003", "spk1004", "spk1005", "spk1006"]
     picked = load_corpus("cremad", root, labels=["neutral", "anger"], label_map={"disgust": "anger"})
     assert picked.labels == ["neutral", "anger"] and picked.counts()["labels"] == {"neutral": 12, "anger": 48}
     message = one_line_error("unknown class 'calm' in labels", "cremad", root, labels=["calm"])

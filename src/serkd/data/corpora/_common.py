@@ -146,7 +146,7 @@ def speaker_folds(speakers: Sequence[str], n: int) -> list:
     from serkd.data.protocol import leave_groups_out
 
     groups = consecutive_groups(speakers, n)
-    return leave_groups_out(groups, names=["+".join(g) for g in groups])
+    return leave_groups_out(groups)
 
 
 def wav_files(root: Path, subfolder: str, example: str, corpus: str) -> list[Path]:

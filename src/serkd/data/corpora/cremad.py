@@ -8,8 +8,8 @@ HAP happiness, NEU neutral, SAD sadness. The release has 7442 clips. Options: ``
 
 Speaker = the actor id as in the release (``1001``). Protocol: 10 folds of consecutive actor ids
 (the 91 actors: one fold of 10, nine of 9: 1001-1010, 1011-1019, ...), named after the test actors
-joined by '+' (``1001+1002+...+1010``); validation = the next fold's actors, cyclically; the other
-8 folds train. A partial copy is cut into min(10, actors) such groups.
+joined by '+' (``spk1001+spk1002+...+spk1010``: digit-only ids get the prefix spk); validation = the
+next fold's actors, cyclically; the other 8 folds train. A partial copy is cut into min(10, actors) such groups.
 """
 
 from __future__ import annotations
