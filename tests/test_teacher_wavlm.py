@@ -142,7 +142,7 @@ def test_folder_without_config_and_wavlm_options_on_a_cnn_are_one_line(tiny_synt
     _one_error_line(err, str(empty), "no config.json")
     code, _, err = run_cli([*common, "--model", "lightsernet", "--grad-accum", "2"], capsys)
     assert code == 2
-    _one_error_line(err, "--grad-accum applies to WavLM teachers only")
+    _one_error_line(err, "--grad-accum: applies to WavLM teachers only")
 
 
 def test_bad_audio_is_collected_and_skippable(tiny_synth, tiny_wavlm, tmp_path, capsys):

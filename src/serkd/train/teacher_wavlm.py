@@ -77,7 +77,8 @@ def train_teacher(config: TeacherConfig, on_event: OnEvent | None = None, overwr
         shared.clear_run(out)
         (out / TEACHER_FILE).unlink(missing_ok=True)
     resolved = wavlm_teacher.resolve(config.model, config.revision)  # before reading audio: fail fast offline
-    shared.check_run_folder(out, config)
+    # no run-folder config check: each fold's outputs carry their own config hash, so one store may hold
+    # folds fine-tuned with different settings (a fold retrained with another config replaces only itself)
     if config.threads:
         torch.set_num_threads(config.threads)
     data = load_waveforms(config, emit)
