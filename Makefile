@@ -27,6 +27,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_losses.py
 	$(BIN)/python benchmarks/bench_teacher.py
 	$(BIN)/python benchmarks/bench_deploy.py
+	$(BIN)/python benchmarks/bench_feature_kd.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
