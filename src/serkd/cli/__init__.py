@@ -16,6 +16,7 @@ from collections.abc import Callable
 from serkd.cli.config_args import flag_message
 from serkd.cli.corpus import add_corpus, add_synth
 from serkd.cli.deploy import add_bench, add_export, add_predict
+from serkd.cli.grid import add_grid
 from serkd.cli.render import parse_params, print_json
 from serkd.cli.report import add_report
 from serkd.cli.train import add_methods, add_teacher, add_train
@@ -24,8 +25,8 @@ from serkd.errors import SerkdError
 
 __all__ = ["build_parser", "main", "parse_params", "print_json"]
 
-VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_report, add_teacher, add_methods, add_export,
-                         add_predict, add_bench]
+VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_teacher, add_grid, add_report, add_methods,
+                         add_export, add_predict, add_bench]
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its usage line
         return int(exc.code or 0)
     try:
-        args.func(args)
+        code = args.func(args)
     except ConfigError as exc:
         message = flag_message(exc, args)
         sys.stderr.write(f"serkd: error: {message if exc.source else _flags(message)}\n")
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("serkd: interrupted\n")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

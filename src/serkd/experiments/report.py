@@ -25,6 +25,11 @@ GROUP_KEYS = ("run", "corpus", "student", "method", "features", "teacher", "sele
 def collect(run_dirs: list[str | Path]) -> dict:
     rows = []
     for run_dir in map(Path, run_dirs):
+        if run_dir.suffix == ".db":
+            from serkd.experiments.store import read_results
+
+            rows += [{k: v for k, v in r.items() if k not in ("history", "confusion")} for r in read_results(run_dir)]
+            continue
         files = sorted(run_dir.glob("*/results.json"))
         if not files:
             raise SerkdError(f"{run_dir}: no fold results (expected {run_dir}/<fold>/results.json)")

@@ -6,7 +6,8 @@ reads (``from_json``) and what the grid's results store will keep. Fractions, no
 Marks say how a number was obtained when that is not the honest default:
 ``test-selected`` (best epoch picked on the test fold, as the seed did), ``leaky-teacher`` (distilled
 from a teacher that saw the fold's test speakers), ``stale-teacher`` (teacher outputs computed on
-other audio than the corpus now holds).
+other audio than the corpus now holds), ``search-selected`` (parameters chosen by ``serkd search``
+on validation UA, then tested once).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 MARK_TEST_SELECTED = "test-selected"
 MARK_LEAKY_TEACHER = "leaky-teacher"
 MARK_STALE_TEACHER = "stale-teacher"
+MARK_SEARCH_SELECTED = "search-selected"  # parameters chosen by serkd search on validation UA
 RESULTS = "results.json"
 
 

@@ -261,7 +261,8 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     best = result.history[result.best_epoch - 1]
     git_commit = provenance()["git_commit"]
     fold_result = shared.base_result(
-        manifest, fold, parts, test_pred, absent_test, student=config.student, method=config.method,
+        manifest, fold, parts, test_pred, absent_test, student=config.student,
+        method="teacher" if store else config.method,
         features=config.features, role="teacher" if store else "student", valid_wa=best["valid_wa"],
         valid_ua=best["valid_ua"], best_epoch=result.best_epoch, epochs=config.epochs,
         marks=shared.marks(fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale)),
