@@ -28,6 +28,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_teacher.py
 	$(BIN)/python benchmarks/bench_deploy.py
 	$(BIN)/python benchmarks/bench_feature_kd.py
+	$(BIN)/python benchmarks/bench_grid.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -182,3 +182,13 @@ def test_search_optimises_validation_ua_resumes_and_tests_once(tiny_synth, tmp_p
     path.write_text(path.read_text().replace("trials: 2", "trials: 3"))
     code, out, _ = run_cli(["search", path, "--json"], capsys)
     assert code == 0 and json.loads(out)["trials"] == 3  # resumed to 3 in total, not 3 more
+
+
+@pytest.mark.parametrize("name", ["paper-emodb", "paper-iemocap", "tiny", "search-ckd"])
+def test_example_grids_are_valid(name):
+    from serkd.experiments.grid import GridSpec
+
+    spec = GridSpec.from_yaml(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
+    if name.startswith("paper"):
+        assert len(spec.students) * len(spec.methods) * len(spec.features) == 40 and spec.folds == "all"
+        assert spec.teacher["model"] == "microsoft/wavlm-base-plus"
