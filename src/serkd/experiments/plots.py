@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serkd.experiments.report import column_labels, members_of
+from serkd.experiments.report import column_labels, count_text, members_of
 from serkd.io import atomic_write_with
 
 MAX_LEGEND = 12  # more entries than this and a legend covers the figure: the rest go unnamed
@@ -40,7 +40,7 @@ def _save(fig, out: Path) -> Path:
 
 def _slug(*parts) -> str:
     text = "_".join(str(p) for p in parts if p not in (None, ""))
-    return re.sub(r"[^A-Za-z0-9.+=-]+", "-", text).strip("-") or "unnamed"
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "unnamed"
 
 
 def bar_labels(summary: list[dict], with_student: bool = False) -> list[str]:
@@ -69,10 +69,11 @@ def _chance(summary: list[dict]) -> float | None:
 def _bars(ax, summary: list[dict], labels: list[str]) -> None:
     x = np.arange(len(summary))
     for offset, metric in ((-0.2, "wa"), (0.2, "ua")):
-        ax.bar(x + offset, [100 * s[f"{metric}_mean"] for s in summary], width=0.4,
-               yerr=[100 * (s[f"{metric}_std"] or 0) for s in summary], capsize=4, label=metric.upper())
+        spread = [np.nan if s[f"{metric}_std"] is None else 100 * s[f"{metric}_std"] for s in summary]  # n=1: none
+        ax.bar(x + offset, [100 * s[f"{metric}_mean"] for s in summary], width=0.4, yerr=spread, capsize=4,
+               label=metric.upper())
     for i, s in enumerate(summary):
-        count = f"n={s['n']}" + (f"/{s['n_expected']}" if s.get("n_expected") and s["n"] != s["n_expected"] else "")
+        count = f"n={count_text(s)}"
         ax.text(i, 2, count, ha="center", va="bottom", fontsize=7, color="white" if s["ua_mean"] > 0.05 else "black")
     chance = _chance(summary)
     if chance:
@@ -124,7 +125,7 @@ def plot_report(report: dict, out: Path) -> Path:
     plt = _pyplot()
     summary = report["summary"]
     labels = bar_labels(summary, with_student=True)
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"wspace": 0.6})
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"wspace": 0.45})
     _bars(bars, summary, labels)
     bars.set_title("test WA / UA")
     _curves(curves, summary, report["rows"], labels)
@@ -149,7 +150,8 @@ def plot_confusion(entry: dict, label: str, out: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (utterances)")
     marks = f" [{', '.join(entry['marks'])}]" if entry.get("marks") else ""
-    ax.set_title(f"{entry['corpus']}: {label}\nUA {100 * entry['ua_mean']:.1f}%, n={entry['n']}{marks}", fontsize=9)
+    title = f"{entry['corpus']}: {label}\nUA {100 * entry['ua_mean']:.1f}%, n={count_text(entry)}{marks}"
+    ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of true class")
     return _save(fig, out)
 
