@@ -178,7 +178,9 @@ def _summarise(rows: list[dict], group_keys=GROUP_KEYS) -> list[tuple[dict, list
         entry["marks"] = marks
         entry["label"] = _params_text(entry)
         summary.append((entry, members))
-    return summary
+    corpora = list(dict.fromkeys(e["corpus"] for e, _ in summary))  # corpus by corpus, teachers first, ce, kd...
+    return sorted(summary, key=lambda g: (corpora.index(g[0]["corpus"]), g[0].get("role") != "teacher",
+                                          _column_order(g[0])))
 
 
 def _expected(members: list[dict], rows: list[dict]) -> int | None:
@@ -292,8 +294,7 @@ def paired_test(members: list[dict], baseline: list[dict]) -> dict:
 
 def _wilcoxon(a: np.ndarray, b: np.ndarray) -> tuple[float | None, str | None]:
     if len(a) < MIN_PAIRS:
-        return None, (f"{len(a)} pair(s): a two-sided Wilcoxon test needs at least {MIN_PAIRS} to reach p < 0.05 "
-                      "(run more folds or seeds)")
+        return None, f"{len(a)} pair(s): p < 0.05 needs at least {MIN_PAIRS} (more folds or seeds)"
     if np.all(a == b):
         return 1.0, "all paired differences are zero"
     from scipy.stats import wilcoxon
