@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -404,10 +405,14 @@ def _render(header: list[str], body: list[list[str]], fmt: str) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
         return "\n".join(lines) + "\n"
-    lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}", r"\hline",
+    numeric = [all(_NUMERIC.match(str(row[i])) for row in body) for i in range(len(header))]
+    lines = [r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", r"\hline",
              " & ".join(_latex(h) for h in header) + r" \\", r"\hline"]
     lines += [" & ".join(_latex(c) for c in row) + r" \\" for row in body]
     return "\n".join([*lines, r"\hline", r"\end{tabular}"]) + "\n"
+
+
+_NUMERIC = re.compile(r"^[\d.\s±/()*%+-]*$")  # numbers, mean ± std cells, counts: right-aligned
 
 
 def _latex(text) -> str:
