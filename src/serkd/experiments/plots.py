@@ -4,7 +4,8 @@ TensorBoard event files of every unit's per-epoch history.
 :func:`write_plots` (``serkd report --plots DIR``) writes, per corpus: ``confusion_*.png`` per summary row
 (confusions summed over folds × seeds, row-normalised), ``bars_<corpus>_<student>.png`` (test WA/UA mean ± std
 per features × method, chance UA drawn) and ``curves_<corpus>.png`` (validation UA per epoch, mean over folds ×
-seeds per configuration); and ``tensorboard/<run>/<fold>[_seed<n>]/``. :func:`plot_report` is the one-figure
+seeds per configuration; one file per student × features when there are
+more than :data:`MAX_LEGEND`); and ``tensorboard/<run>/<fold>[_seed<n>]/``. :func:`plot_report` is the one-figure
 summary of ``--plot PNG``.
 """
 
@@ -97,8 +98,9 @@ def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> Non
         color = colors(i % colors.N)
         by_epoch: dict[int, list[float]] = {}
         for history in histories:
-            epochs = [h["epoch"] for h in history]
-            ax.plot(epochs, [100 * h["valid_ua"] for h in history], color=color, alpha=0.25, linewidth=0.8)
+            if len(summary) <= 4:  # each fold's curve too: only while they do not bury the means
+                ax.plot([h["epoch"] for h in history], [100 * h["valid_ua"] for h in history], color=color,
+                        alpha=0.25, linewidth=0.8)
             for h in history:
                 by_epoch.setdefault(h["epoch"], []).append(100 * h["valid_ua"])
         epochs = sorted(by_epoch)
@@ -112,7 +114,7 @@ def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> Non
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation UA %")
     ax.set_ylim(0, 100)
-    title = "validation UA: mean over folds × seeds (thin: each fold)"
+    title = "validation UA: mean over folds × seeds" + (" (thin: each fold)" if len(summary) <= 4 else "")
     if drawn > MAX_LEGEND:
         title += f"; legend: first {MAX_LEGEND} of {drawn}"
     ax.set_title(title, fontsize=9)
@@ -175,13 +177,18 @@ def write_plots(report: dict, folder: str | Path, tensorboard: bool = True) -> l
             _bars(ax, mine, bar_labels(mine))
             ax.set_title(f"{corpus}: {student}, test WA / UA", fontsize=10)
             written.append(_save(fig, folder / f"bars_{_slug(corpus, student)}.png"))
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        _curves(ax, entries, rows, [labels[id(s)] for s in entries])
-        ax.set_title(f"{corpus}: {ax.get_title()}", fontsize=9)
-        if ax.get_lines():
-            written.append(_save(fig, folder / f"curves_{_slug(corpus)}.png"))
-        else:
-            plt.close(fig)
+        # one figure while its legend stays readable, else one per student × features
+        parts = {(): entries} if len(entries) <= MAX_LEGEND else {
+            key: [s for s in entries if (s["student"], s["features"]) == key]
+            for key in dict.fromkeys((s["student"], s["features"]) for s in entries)}
+        for key, part in parts.items():
+            fig, ax = plt.subplots(figsize=(9, 4.5))
+            _curves(ax, part, rows, [labels[id(s)] for s in part])
+            ax.set_title(f"{corpus}: {ax.get_title()}", fontsize=9)
+            if ax.get_lines():
+                written.append(_save(fig, folder / f"curves_{_slug(corpus, *key)}.png"))
+            else:
+                plt.close(fig)
     if tensorboard:
         written += write_tensorboard(rows, folder / "tensorboard")
     return written
