@@ -99,6 +99,8 @@ def metadata(meta: dict, fold_dir: str | Path) -> dict[str, str]:
         "source_data_hash": str(meta.get("data_hash", "unknown")),
         "exported_by": f"serkd {__version__} (git {git_commit()}), torch {torch.__version__}",
         "quantization": "none",
+        # a final model (serkd train --final) has no test speakers: the CV scores it stands on travel with it
+        **({"cv_scores": json.dumps(meta["cv"], sort_keys=True)} if meta.get("cv") else {}),
     }
 
 

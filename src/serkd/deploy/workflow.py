@@ -36,6 +36,13 @@ def export_and_evaluate(fold_dir: str | Path, out: str | Path, int8: bool = Fals
         raise SerkdError("corpus and root go together")
     fold_dir, out = Path(fold_dir), Path(out)
     check_fold_dir(fold_dir)
+    if corpus:
+        from serkd.io import read_json
+
+        if not (read_json(fold_dir / META).get("fold") or {}).get("test"):
+            raise SerkdError(f"{fold_dir}: a final model, trained on every speaker: no test speakers to score it on "
+                             "(its cross-validation scores are in checkpoint.json and the graph's cv_scores; serkd "
+                             "eval scores it on another corpus)")
     result = export(fold_dir, out)
     graphs = {"fp32": {"path": str(result.path), "bytes": result.size_bytes}}
     if int8:
