@@ -157,3 +157,83 @@ def test_final_without_folds_is_one_line(tiny_synth, tmp_path):
     config = RunConfig(corpus="synth", root=str(tiny_synth), length=8000, epochs=1, out=str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match=r"final: .*no finished folds"):
         train_final(config)
+
+
+# ---------------------------------------------------------------- cross-corpus
+@pytest.fixture(scope="module")
+def run_with_final(tiny_synth, tmp_path_factory):
+    from serkd.train.run import run
+
+    out = tmp_path_factory.mktemp("xrun")
+    torch.set_num_threads(1)
+    run(RunConfig(corpus="synth", root=str(tiny_synth), length=8000, epochs=2, folds="0,1", final=True, threads=1,
+                  out=str(out)))
+    return out
+
+
+def _other_corpus(tiny_synth, tmp_path):
+    """A CSV corpus over the synth audio with other names: angry (= anger), neutral (shared as is), and 'calm'
+    (the synth's sadness renamed: a class the run does not have under that name); happiness left out."""
+    import csv
+
+    rename = {"anger": "angry", "neutral": "neutral", "sadness": "calm"}
+    manifest = load_corpus("synth", tiny_synth)
+    table = tmp_path / "other.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "speaker"])
+        for u in manifest.utterances:
+            if u.label in rename:
+                writer.writerow([u.path, rename[u.label], "x" + u.speaker])
+    return table, manifest, rename
+
+
+def test_eval_cross_corpus_over_shared_classes(run_with_final, tiny_synth, tmp_path, capsys):
+    import json
+
+    from conftest import run_cli
+
+    from serkd.data.features import feature_matrix
+    from serkd.train.checkpoint import load_checkpoint
+
+    table, manifest, rename = _other_corpus(tiny_synth, tmp_path)
+    code, out, err = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table, "--label-map",
+                              "angry=anger", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report) >= {"rows", "summary"} and report["shared_classes"] == ["anger", "neutral"]
+    assert report["unused_eval_classes"] == ["calm"]
+    assert [r["fold"] for r in report["rows"]] == ["spk00", "spk01", "final"]
+    n = sum(u.label in ("anger", "neutral") for u in manifest.utterances)
+    for row in report["rows"]:
+        assert "cross-corpus" in row["marks"] and row["protocol"] == "cross-corpus" and row["corpus"] == "csv"
+        assert row["n_test"] == n and row["train_corpus"] == "synth" and 0 <= row["ua"] <= 1
+    assert [s["model"] for s in report["summary"]] == ["fold", "final"]
+    assert report["summary"][0]["n_folds"] == 2
+    assert report["summary"][0]["ua_mean"] == pytest.approx(np.mean([r["ua"] for r in report["rows"][:2]]))
+    # the numbers: spk00's model on the shared utterances, argmax over anger/neutral only
+    model, meta = load_checkpoint(run_with_final / "spk00")
+    labels = meta["labels"]
+    shared = [u for u in manifest.utterances if u.label in ("anger", "neutral")]
+    features, _, _ = feature_matrix(manifest.subset([manifest.utterances.index(u) for u in shared]),
+                                    FeatureConfig("mel", 8000))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(features).unsqueeze(1)).numpy()
+    ids = np.array([labels.index("anger"), labels.index("neutral")])
+    predictions = ids[logits[:, ids].argmax(axis=1)]
+    targets = np.array([labels.index(u.label) for u in shared])
+    assert report["rows"][0]["wa"] == pytest.approx(float((predictions == targets).mean()))
+    code, out, _ = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table], capsys)
+    assert code == 0 and "cross-corpus" in out and "final" in out
+
+
+def test_eval_without_shared_classes_is_one_line(run_with_final, tiny_synth, tmp_path, capsys):
+    from conftest import run_cli
+
+    table, _, _ = _other_corpus(tiny_synth, tmp_path)
+    code, _, err = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table, "--corpus-option",
+                            "labels=[calm]", "--skip-bad"], capsys)
+    assert code == 2 and "no class of the csv corpus" in err and err.count("\n") == 1
+    code, _, err = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table, "--label-map", "furious=anger"],
+                           capsys)
+    assert code == 2 and "furious not a class" in err

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from serkd.cli.config_args import flag_message
 from serkd.cli.corpus import add_corpus, add_synth
 from serkd.cli.deploy import add_bench, add_export, add_predict
+from serkd.cli.evaluate import add_eval
 from serkd.cli.render import parse_params, print_json
 from serkd.cli.report import add_report
 from serkd.cli.train import add_methods, add_teacher, add_train
@@ -24,8 +25,8 @@ from serkd.errors import SerkdError
 
 __all__ = ["build_parser", "main", "parse_params", "print_json"]
 
-VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_report, add_teacher, add_methods, add_export,
-                         add_predict, add_bench]
+VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_report, add_eval, add_teacher, add_methods,
+                         add_export, add_predict, add_bench]
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
