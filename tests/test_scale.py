@@ -185,7 +185,7 @@ def _other_corpus(tiny_synth, tmp_path):
         for u in manifest.utterances:
             if u.label in rename:
                 writer.writerow([u.path, rename[u.label], "x" + u.speaker])
-    return table, manifest, rename
+    return table, manifest
 
 
 def test_eval_cross_corpus_over_shared_classes(run_with_final, tiny_synth, tmp_path, capsys):
@@ -196,7 +196,7 @@ def test_eval_cross_corpus_over_shared_classes(run_with_final, tiny_synth, tmp_p
     from serkd.data.features import feature_matrix
     from serkd.train.checkpoint import load_checkpoint
 
-    table, manifest, rename = _other_corpus(tiny_synth, tmp_path)
+    table, manifest = _other_corpus(tiny_synth, tmp_path)
     code, out, err = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table, "--label-map",
                               "angry=anger", "--json"], capsys)
     assert code == 0, err
@@ -230,7 +230,7 @@ def test_eval_cross_corpus_over_shared_classes(run_with_final, tiny_synth, tmp_p
 def test_eval_without_shared_classes_is_one_line(run_with_final, tiny_synth, tmp_path, capsys):
     from conftest import run_cli
 
-    table, _, _ = _other_corpus(tiny_synth, tmp_path)
+    table, _ = _other_corpus(tiny_synth, tmp_path)
     code, _, err = run_cli(["eval", run_with_final, "--corpus", "csv", "--root", table, "--corpus-option",
                             "labels=[calm]", "--skip-bad"], capsys)
     assert code == 2 and "no class of the csv corpus" in err and err.count("\n") == 1
