@@ -50,7 +50,9 @@ def signals(tiny_synth, n: int = 80000) -> list[np.ndarray]:
 @pytest.mark.parametrize("kind", ["mel", "mfcc"])
 def test_frontend_matches_librosa(kind, tiny_synth):
     config = FeatureConfig(kind, 80000)
-    frontends = {"factorised": FrontEnd(config), "direct": FrontEnd(config, factorised=False)}
+    frontends = {"real-input factorised": FrontEnd(config), "factorised": FrontEnd(config, real_input=False),
+                 "direct": FrontEnd(config, factorised=False)}
+    assert type(frontends["real-input factorised"].stft).__name__ == "RealFactorisedSTFT"
     assert type(frontends["factorised"].stft).__name__ == "FactorisedSTFT"
     for wave in signals(tiny_synth):
         expected = compute_features(wave, config)

@@ -303,7 +303,7 @@ def headline(result: dict) -> list[str]:
     """The result in a user's words, one thread (onnxruntime for the student, torch for the teacher)."""
     student, seconds = result["student"], result["clip_seconds"]
     lat = student["onnx"]["1"]
-    name = student["model"] + (" (int8)" if student.get("quantization", "none") != "none" else "")
+    name = student["model"] + _quantized(student.get("quantization", "none"))
     lines = [f"{name} runs {_times(lat['x_realtime'])} faster than real time on one CPU thread: {seconds:g} s of "
              f"audio in {_duration(lat['p50_ms'])} ({student['size_bytes'] / 1e6:.1f} MB, "
              f"{student['flops']['total'] / 1e9:.2g} GFLOP per clip)"]
@@ -357,7 +357,7 @@ def format_rows(result: dict) -> list[dict]:
     s = result["student"]
     for runtime in ("onnx", "torch"):
         for threads, lat in (s[runtime] or {}).items():
-            rows.append({"model": s["model"] + (" int8" if s["quantization"] != "none" else ""),
+            rows.append({"model": s["model"] + _quantized(s["quantization"]),
                          "runtime": "onnxruntime" if runtime == "onnx" else "torch", "threads": threads,
                          "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "min_ms": lat["min_ms"],
                          "x_realtime": lat["x_realtime"], "gflop": s["flops"]["total"] / 1e9,
@@ -369,6 +369,10 @@ def format_rows(result: dict) -> list[dict]:
                          "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "min_ms": lat["min_ms"],
                          "x_realtime": lat["x_realtime"], "gflop": t["flops"] / 1e9, "size_mb": t["size_bytes"] / 1e6})
     return rows
+
+
+def _quantized(quantization: str) -> str:
+    return "" if quantization == "none" else " int8-static" if "static" in quantization else " int8"
 
 
 def tables(result: dict) -> list:
