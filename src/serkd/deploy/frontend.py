@@ -20,8 +20,13 @@ The DFT is written with matmuls only, because ONNX's DFT op is slow in onnxrunti
 is one Cooley-Tukey step, n_fft = N1 x N2 with N1 = 32: a batched matmul over the coarse index
 (window and twiddles folded in, the window's zero span dropped), then one matmul over the fine
 index; with the mel matrix applied in bands of filters against only the bins they touch, the mel
-front-end costs 0.09 GFLOP per 5 s instead of 0.70. ``DirectSTFT`` is the plain matmul, used when
-the preset's sizes do not factor that way (and as a reference in the tests).
+front-end costs 0.09 GFLOP per 5 s instead of 0.70. ``RealFactorisedSTFT`` (the default) exploits the
+real input on top: the inner DFTs of real samples are Hermitian, so its stage A computes half of them with
+one shared matrix, and only the n_fft / 2 + 1 bins of the half spectrum come out (0.073 GFLOP per 5 s;
+12-24 % faster than ``FactorisedSTFT`` in onnxruntime on one thread, measured interleaved on a loaded
+2-core machine, though slower in torch eager, whose batched matmul of 17 small matrices is slow).
+``DirectSTFT`` is the plain matmul, used when the preset's sizes do not factor that way (and as a
+reference in the tests).
 """
 
 from __future__ import annotations
