@@ -6,7 +6,9 @@
 Trains nothing: each student is built with random weights (latency and FLOPs do not depend on them)
 for 7 classes on the Emo-DB mel preset (5 s crop, 128 x 313 features), saved as a serkd checkpoint
 (safetensors + JSON) and exported with ``serkd.deploy.export`` exactly as ``serkd export`` does,
-plus its dynamic-int8 graph. Every graph is timed end to end in onnxruntime on one 5 s clip (crop,
+plus its dynamic-int8 graph and its static-int8 (QDQ) graph, the latter calibrated on 16 synthetic
+tone-and-noise clips (no corpus here: the ranges do not change the timing; accuracy is
+``benchmarks/bench_int8.py``'s business). Every graph is timed end to end in onnxruntime on one 5 s clip (crop,
 front-end, network, softmax) on one thread and on all threads, its torch twin in eager mode, and
 the teacher once in torch eager on the same clip (default: the WavLM Base+ architecture with random
 weights). FLOPs come from torch's FlopCounterMode. Prints rich tables (latency, targets) and writes
@@ -26,7 +28,7 @@ from rich.table import Table
 
 from serkd import models
 from serkd.deploy import bench as b
-from serkd.deploy.export import export, quantize_int8
+from serkd.deploy.export import export, quantize_int8, quantize_int8_static
 from serkd.io import atomic_write_json
 from serkd.train.checkpoint import save_checkpoint
 from serkd.train.provenance import provenance
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_int8:
             graphs.append(work / f"{name}.int8.onnx")
             quantize_int8(exported.path, graphs[-1])
+            graphs.append(work / f"{name}.int8-static.onnx")
+            quantize_int8_static(exported.path, graphs[-1], [b.clip(5.0, seed=i) for i in range(16)])
     console.print(f"timing the teacher ({args.teacher}) on {counts} thread(s)...")
     teacher = b.bench_teacher(args.teacher, len(LABELS), b.CLIP_SECONDS, args.teacher_repeats, counts)
     for path in graphs:
@@ -88,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         result["graphs"].append({"student": entry["student"], "targets": entry["targets"]})
     result["teacher"] = teacher
     result["load_average_after"] = b.environment(b.CLIP_SECONDS, n_all)["load_average"]
+    for graph in result["graphs"]:
+        graph["headline"] = b.headline({**result, "student": graph["student"]})
     atomic_write_json(args.out, result)
     console.print(latency_table(result))
     console.print(target_table(result))
+    for graph in result["graphs"]:
+        console.print(f"{Path(graph['student']['path']).name}: " + "; ".join(graph["headline"]), highlight=False)
     console.print(f"load average before {result['load_average']}, after {result['load_average_after']} "
                   f"on {result['cores']} core(s); JSON: {args.out}")
     return 0

@@ -50,7 +50,9 @@ def signals(tiny_synth, n: int = 80000) -> list[np.ndarray]:
 @pytest.mark.parametrize("kind", ["mel", "mfcc"])
 def test_frontend_matches_librosa(kind, tiny_synth):
     config = FeatureConfig(kind, 80000)
-    frontends = {"factorised": FrontEnd(config), "direct": FrontEnd(config, factorised=False)}
+    frontends = {"real-input factorised": FrontEnd(config), "factorised": FrontEnd(config, real_input=False),
+                 "direct": FrontEnd(config, factorised=False)}
+    assert type(frontends["real-input factorised"].stft).__name__ == "RealFactorisedSTFT"
     assert type(frontends["factorised"].stft).__name__ == "FactorisedSTFT"
     for wave in signals(tiny_synth):
         expected = compute_features(wave, config)
@@ -92,8 +94,8 @@ def exported(trained, tiny_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("graphs") / "model.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["export", str(trained / "spk00"), "--out", str(out), "--int8", "--corpus", "synth",
-                     "--root", str(tiny_synth), "--json"])
+        code = main(["export", str(trained / "spk00"), "--out", str(out), "--int8", "--int8-static", "--corpus",
+                     "synth", "--root", str(tiny_synth), "--json"])
     assert code == 0
     return json.loads(printed.getvalue())
 
@@ -142,6 +144,35 @@ def test_int8_is_smaller_keeps_a_float_frontend_and_reports_wa_ua(exported):
     assert np.abs(p32 - p8).max() < 0.05
 
 
+def test_int8_static_is_qdq_calibrated_on_training_speakers_with_a_float_frontend(exported):
+    import onnx
+
+    fp32, static = exported["graphs"]["fp32"], exported["graphs"]["int8_static"]
+    assert static["bytes"] < 0.5 * fp32["bytes"] and static["n_test"] == 12 and 0 <= static["ua"] <= 1
+    assert static["calibration_clips"] == 24  # the fold's 2 training speakers x 12 (all: fewer than 64)
+    proto = onnx.load(static["path"])
+    props = read_metadata(proto)
+    assert props["quantization"].startswith("int8 static QDQ") and props["labels"] == read_metadata(fp32["path"])[
+        "labels"]
+    ops = [node.op_type for node in proto.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    first_conv = next(node for node in proto.graph.node if node.op_type == "Conv")
+    # the front-end's matmuls read float tensors, not dequantized ones
+    front_mm = [n for n in proto.graph.node if n.op_type == "MatMul" and n.name in set(frontend_nodes(proto))]
+    assert front_mm and all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear"
+                            for n in front_mm for i in n.input)
+    assert producer[first_conv.input[0]].op_type == "DequantizeLinear"
+    wave = np.random.default_rng(2).standard_normal(12000).astype(np.float32)
+    p32, p8 = OnnxClassifier(fp32["path"]).probs(wave), OnnxClassifier(static["path"]).probs(wave)
+    assert np.abs(p32 - p8).max() < 0.1
+
+
+def test_int8_static_needs_the_corpus(trained, tmp_path, capsys):
+    code, _, err = run_cli(["export", trained / "spk00", "--out", tmp_path / "m.onnx", "--int8-static"], capsys)
+    assert code == 2 and "calibrates on the fold's training utterances" in err and err.count("\n") == 1
+
+
 def test_predict_any_rate_and_channels_and_bad_files(exported, tiny_synth, tmp_path, capsys):
     model = exported["graphs"]["fp32"]["path"]
     source = sorted((tiny_synth / "wav" / "spk00").glob("*.wav"))[0]
@@ -185,9 +216,12 @@ def test_bench_quick(exported, capsys, tmp_path):
         assert one["runs"] == 3 and 0 < one["p50_ms"] <= one["p95_ms"] and one["x_realtime"] > 0
     assert teacher["flops"] > 0 and teacher["torch"]["1"]["p50_ms"] > 0 and "not WavLM Base+" in teacher["note"]
     assert len(result["targets"]) == 3 and all(isinstance(row["met"], bool) for row in result["targets"])
+    first, second = result["headline"]
+    assert "faster than real time on one CPU thread: 1 s of audio in " in first and " ms" in first
+    assert "the student is" in second and "faster" in second and "smaller" in second
     code, out, _ = run_cli(["bench", model, "--teacher", "none", "--quick", "--seconds", "1", "--threads", "1"],
                            capsys)
-    assert code == 0 and "onnxruntime" in out and "targets" in out
+    assert code == 0 and "onnxruntime" in out and "targets" in out and "faster than real time" in out
 
 
 def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -43,9 +43,12 @@ class ConfigError(SerkdError):
         super().__init__(f"{source + ': ' if source else ''}{field_name}: {problem}")
 
 
-def _meta(help: str, *, hashed: bool = True, choices=None, flag: str | None = None, metavar: str | None = None,
+def _meta(help: str, *, hashed: bool | str = True, choices=None, flag: str | None = None, metavar: str | None = None,
           action: str | None = None) -> dict:
-    """Field metadata the CLI reads: help, whether it changes results, choices (a callable: read late)."""
+    """Field metadata the CLI reads: help, whether it changes results, choices (a callable: read late).
+
+    ``hashed="unless-default"``: a field added after runs existed enters the hash only when set, so the
+    folds of older runs keep their keys (and are reused, not retrained)."""
     return {"help": help, "hashed": hashed, "choices": choices, "flag": flag, "metavar": metavar, "action": action}
 
 
@@ -139,7 +142,9 @@ class _Config:
 
     def hashed_dict(self) -> dict[str, Any]:
         """The fields that change results (see the module docstring)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("hashed", True)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("hashed", True) is True
+                or (f.metadata.get("hashed") == "unless-default" and getattr(self, f.name) != _default(type(self),
+                                                                                                      f.name))}
 
     def config_hash(self) -> str:
         return hashlib.sha1(json.dumps(self.hashed_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -206,6 +211,12 @@ class RunConfig(_Config):
     seed_softmax: bool = field(default=False, metadata=_meta(
         "Light-SERNet+ ends in a softmax as in the seed (losses then see probabilities); same as "
         "student_params seed_softmax=true"))
+    feature_dtype: str = field(default="float32", metadata=_meta(
+        "storage of the memory-mapped feature store (float16 halves its size; rows are float32 in training)",
+        hashed="unless-default", choices=lambda: ["float32", "float16"]))
+    final: bool = field(default=False, metadata=_meta(
+        "after the folds, train one model on every speaker for the median best epoch over the folds "
+        "(RUN_DIR/final)", hashed=False))
 
     kind: ClassVar[str] = "student"
 
@@ -215,6 +226,8 @@ class RunConfig(_Config):
             raise ConfigError("step_size", "must be at least 1")
         if not 0 < self.gamma <= 1:
             raise ConfigError("gamma", "must be in (0, 1]")
+        if self.feature_dtype not in ("float32", "float16"):
+            raise ConfigError("feature_dtype", f"must be float32 or float16, not {self.feature_dtype!r}")
         if self.seed_softmax and self.student != "lightsernet":
             raise ConfigError("seed_softmax", f"applies to lightsernet only, not {self.student!r}")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from serkd.cli.config_args import flag_message
 from serkd.cli.corpus import add_corpus, add_synth
 from serkd.cli.deploy import add_bench, add_export, add_predict
+from serkd.cli.evaluate import add_eval
 from serkd.cli.grid import add_grid
 from serkd.cli.render import parse_params, print_json
 from serkd.cli.report import add_report
@@ -25,7 +26,7 @@ from serkd.errors import SerkdError
 
 __all__ = ["build_parser", "main", "parse_params", "print_json"]
 
-VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_teacher, add_grid, add_report, add_methods,
+VERBS: list[Callable] = [add_synth, add_corpus, add_train, add_teacher, add_grid, add_report, add_eval, add_methods,
                          add_export, add_predict, add_bench]
 
 

@@ -57,7 +57,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
             listed = list(choices()) if choices else None
             # corpus and features are closed lists; methods and students are checked by the library
             # (a student may be any timm name), their choices shown in the help only
-            strict = f.name in ("corpus", "features", "select")
+            strict = f.name in ("corpus", "features", "select", "feature_dtype")
             shown = help_text + (f" {{{','.join(listed)}}}" if listed and not strict else "")
             shown += f" (default: {default})" if default not in (None, "") else ""
             group.add_argument(flag, type=_cast(base), choices=listed if strict else None, help=shown, **common)

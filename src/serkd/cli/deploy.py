@@ -17,6 +17,9 @@ def add_export(sub) -> None:
     p.add_argument("fold_dir", type=Path, help="RUN_DIR/<fold> (model.safetensors + checkpoint.json)")
     p.add_argument("--out", required=True, type=Path, help="the float32 graph (.onnx)")
     p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized graph, OUT.int8.onnx")
+    p.add_argument("--int8-static", action="store_true",
+                   help="also write a static int8 (QDQ) graph calibrated on the fold's training utterances, "
+                        "OUT.int8-static.onnx (needs --corpus and --root)")
     p.add_argument("--corpus", choices=available(),
                    help="with --root: WA/UA of the graph(s) on the fold's test speakers")
     p.add_argument("--root", type=Path, help="corpus folder (csv: the CSV file)")
@@ -30,14 +33,15 @@ def cmd_export(args) -> None:
     from serkd.deploy.workflow import export_and_evaluate
 
     summary = export_and_evaluate(args.fold_dir, args.out, args.int8, args.corpus, args.root, args.skip_bad,
-                                  corpus_options(args))
+                                  corpus_options(args), int8_static=args.int8_static)
     graphs = summary["graphs"]
     fp32 = graphs["fp32"]
     stderr.print(f"wrote {fp32['path']} ({fp32['bytes'] / 1e6:.2f} MB; onnxruntime vs torch max |dp| "
                  f"{summary['max_prob_difference']:.1e})")
-    if "int8" in graphs:
-        stderr.print(f"wrote {graphs['int8']['path']}: size {fp32['bytes'] / 1e6:.2f} MB -> "
-                     f"{graphs['int8']['bytes'] / 1e6:.2f} MB ({graphs['int8']['bytes'] / fp32['bytes']:.0%})")
+    for name in ("int8", "int8_static"):
+        if name in graphs:
+            stderr.print(f"wrote {graphs[name]['path']}: size {fp32['bytes'] / 1e6:.2f} MB -> "
+                         f"{graphs[name]['bytes'] / 1e6:.2f} MB ({graphs[name]['bytes'] / fp32['bytes']:.0%})")
     if args.json:
         print_json(summary)
         return
@@ -49,10 +53,11 @@ def cmd_export(args) -> None:
     for name, graph in graphs.items():
         scores = (f"{100 * graph['wa']:.2f}", f"{100 * graph['ua']:.2f}") if args.corpus else ()
         table.add_row(name, graph["path"], f"{graph['bytes'] / 1e6:.2f}", *scores)
-    if args.corpus and "int8" in graphs:
-        delta = [100 * (graphs["int8"][k] - graphs["fp32"][k]) for k in ("wa", "ua")]
-        table.add_row("int8 - fp32", "", f"{(graphs['int8']['bytes'] - graphs['fp32']['bytes']) / 1e6:+.2f}",
-                      f"{delta[0]:+.2f}", f"{delta[1]:+.2f}")
+    for name in ("int8", "int8_static"):
+        if args.corpus and name in graphs:
+            delta = [100 * (graphs[name][k] - graphs["fp32"][k]) for k in ("wa", "ua")]
+            table.add_row(f"{name} - fp32", "", f"{(graphs[name]['bytes'] - graphs['fp32']['bytes']) / 1e6:+.2f}",
+                          f"{delta[0]:+.2f}", f"{delta[1]:+.2f}")
     stdout.print(table)
 
 
@@ -101,8 +106,9 @@ def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="latency, real-time factor, size and FLOPs of a graph beside a WavLM teacher")
     p.add_argument("model", type=Path, help="a graph written by serkd export")
     p.add_argument("--teacher", default="auto",
-                   help="auto (Base+ weights if cached, else tiny), tiny, base-plus-config (Base+ size, random "
-                        "init), none, or a local WavLM folder / hub id")
+                   help="auto (WavLM Base+: its weights if cached, else its architecture with random weights, never "
+                        "downloaded), base-plus-config (Base+ size, random init), tiny (tests only), none, or a local "
+                        "WavLM folder / hub id")
     p.add_argument("--seconds", type=float, default=CLIP_SECONDS, help=f"clip length (default: {CLIP_SECONDS})")
     p.add_argument("--repeats", type=int, default=30, help="timed runs of the student (default: 30)")
     p.add_argument("--teacher-repeats", type=int, default=10, help="timed runs of the teacher (default: 10)")
@@ -128,3 +134,5 @@ def cmd_bench(args) -> None:
         return
     for table in tables(result):
         stdout.print(table)
+    for line in result["headline"]:
+        stdout.print(line, highlight=False)

@@ -17,6 +17,13 @@ quantized per call, so no calibration data is needed) of the student's Conv / Ma
 The front-end is left in float32: its DFT and mel matrices feed a log over an 80 dB range, which
 8-bit weights would wreck. Weights are unsigned 8-bit: onnxruntime's ConvInteger runs the u8 x u8
 case several times faster than u8 x s8 on x86 (measured on the Light-SERNet+ graph).
+
+``quantize_int8_static`` is onnxruntime's static quantization in QDQ form: activation ranges are
+calibrated once on real waveforms (the fold's training utterances, through a ``CalibrationDataReader``),
+so at run time onnxruntime fuses each DequantizeLinear-Conv-QuantizeLinear into one QLinearConv with no
+per-call range computation. The graph is pre-processed first (shape inference, BatchNorm folded into the
+convs: ``quant_pre_process``) so the quantized convs are the ones that run; the front-end again stays
+float32. Weights int8 per channel, activations uint8 (the U8S8 kernels of x86).
 """
 
 from __future__ import annotations
@@ -99,6 +106,8 @@ def metadata(meta: dict, fold_dir: str | Path) -> dict[str, str]:
         "source_data_hash": str(meta.get("data_hash", "unknown")),
         "exported_by": f"serkd {__version__} (git {git_commit()}), torch {torch.__version__}",
         "quantization": "none",
+        # a final model (serkd train --final) has no test speakers: the CV scores it stands on travel with it
+        **({"cv_scores": json.dumps(meta["cv"], sort_keys=True)} if meta.get("cv") else {}),
     }
 
 
@@ -221,3 +230,52 @@ def quantize_int8(src: str | Path, out: str | Path) -> dict:
 
     atomic_write_with(out, write, suffix=".onnx")
     return {"fp32_bytes": src.stat().st_size, "int8_bytes": out.stat().st_size, "excluded_nodes": len(excluded)}
+
+
+CALIBRATION_CLIPS = 64  # enough for min/max ranges of a CNN; each costs one float32 inference
+
+
+def quantize_int8_static(src: str | Path, out: str | Path, waves) -> dict:
+    """Static int8 (QDQ) quantization of the student, activation ranges calibrated on ``waves`` (an iterable of
+    1-D float32 waveforms at the graph's rate, e.g. the fold's training utterances); the front-end stays float32.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, out = Path(src), Path(out)
+    props = read_metadata(src)
+    waves = [np.ascontiguousarray(w, dtype=np.float32)[None] for w in waves]
+    if not waves:
+        raise SerkdError(f"{src}: static int8 needs calibration audio (no waveforms given)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter({INPUT: w} for w in waves)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    def write(tmp: Path) -> None:
+        prepared = tmp.with_name(tmp.name + ".pre.onnx")
+        quiet = logging.getLogger()  # the quantizer logs hints on the root logger
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            proto = onnx.load(str(prepared))
+            for i, node in enumerate(proto.graph.node):  # the quantizer excludes nodes by name
+                node.name = node.name or f"serkd_node_{i}"
+            onnx.save(proto, str(prepared))
+            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=frontend_nodes(proto))
+        finally:
+            quiet.setLevel(level)
+            prepared.unlink(missing_ok=True)
+        quantized = onnx.load(str(tmp))
+        _set_metadata(quantized, {**props, "quantization": f"int8 static QDQ (onnxruntime, s8 weights per channel, u8 "
+                                                           f"activations calibrated on {len(waves)} clips)"})
+        onnx.save(quantized, str(tmp))
+
+    atomic_write_with(out, write, suffix=".onnx")
+    return {"fp32_bytes": src.stat().st_size, "int8_bytes": out.stat().st_size, "calibration_clips": len(waves)}

@@ -20,8 +20,13 @@ The DFT is written with matmuls only, because ONNX's DFT op is slow in onnxrunti
 is one Cooley-Tukey step, n_fft = N1 x N2 with N1 = 32: a batched matmul over the coarse index
 (window and twiddles folded in, the window's zero span dropped), then one matmul over the fine
 index; with the mel matrix applied in bands of filters against only the bins they touch, the mel
-front-end costs 0.09 GFLOP per 5 s instead of 0.70. ``DirectSTFT`` is the plain matmul, used when
-the preset's sizes do not factor that way (and as a reference in the tests).
+front-end costs 0.09 GFLOP per 5 s instead of 0.70. ``RealFactorisedSTFT`` (the default) exploits the
+real input on top: the inner DFTs of real samples are Hermitian, so its stage A computes half of them with
+one shared matrix, and only the n_fft / 2 + 1 bins of the half spectrum come out (0.073 GFLOP per 5 s;
+12-24 % faster than ``FactorisedSTFT`` in onnxruntime on one thread, measured interleaved on a loaded
+2-core machine, though slower in torch eager, whose batched matmul of 17 small matrices is slow).
+``DirectSTFT`` is the plain matmul, used when the preset's sizes do not factor that way (and as a
+reference in the tests).
 """
 
 from __future__ import annotations
@@ -186,17 +191,88 @@ class FactorisedSTFT(nn.Module):
         return (self.coarse * np.arange(self.k1)[:, None] + np.arange(self.coarse)[None]).ravel()
 
 
+class RealFactorisedSTFT(nn.Module):
+    """The Cooley-Tukey step of :class:`FactorisedSTFT`, reordered to exploit the real input.
+
+    With n = n1 + N1 n2 and k = N2 k1 + k2 the inner sums Z[n1, k2] = sum_n2 w[n] x[n] W_N2^(n2 k2) are
+    DFTs of real sequences, so Z[n1, N2 - k2] = conj Z[n1, k2]: only k2 <= N2 / 2 are computed (stage A, one
+    (2 K2 x rows) matrix shared by every n1, the window applied to the samples first: half the multiply-adds
+    of FactorisedSTFT's stage A, one matmul instead of N1). Stage B takes the twiddles, X[N2 k1 + k2] =
+    sum_n1 W_N1^(n1 k1) W_N^(n1 k2) Z[n1, k2], as one batched matmul over k2' <= N2 / 2 that writes both
+    k2 = k2' and its mirror N2 - k2' (the conjugate folded into the matrix); only the n_fft / 2 + 1 bins of a
+    real signal's half spectrum are kept, gathered into bin order.
+    """
+
+    def __init__(self, geo: _STFTGeometry, fine: int = FINE):
+        super().__init__()
+        if not self.applies(geo, fine):
+            raise ValueError("sizes do not factor for RealFactorisedSTFT")
+        self.geo = geo
+        self.fine, self.coarse = fine, geo.n_fft // fine
+        rows = geo.win_length // fine
+        n1 = np.arange(fine)
+        n2 = geo.offset // fine + np.arange(rows)
+        self.k2 = self.coarse // 2 + 1  # k2' = 0 .. N2 / 2
+        self.k1 = fine // 2 + 1
+        _buffer(self, "window", geo.window.reshape(rows, fine)[:, :, None, None])  # (r, n1): offset + n1 + N1 r
+        phase = 2 * np.pi * np.outer(np.arange(self.k2), n2) / self.coarse  # (k2', r)
+        _buffer(self, "stage_a", np.concatenate([np.cos(phase), -np.sin(phase)]))  # rows (re/im, k2')
+        # stage B: per k2', inputs (re/im, n1), outputs (mirror, re/im, k1); mirror 0: k2 = k2', 1: N2 - k2'
+        b = np.zeros((self.k2, 2, 2, self.k1, 2, fine))
+        k1 = np.arange(self.k1)
+        row = {}
+        for k2p in range(self.k2):
+            for mirror, sign in ((0, 1.0), (1, -1.0)):
+                if mirror == 1 and not 0 < k2p < self.coarse // 2:
+                    continue  # k2' = 0 and N2 / 2 are their own mirrors
+                k2 = k2p if mirror == 0 else self.coarse - k2p
+                c = np.exp(-2j * np.pi * np.outer(k1, n1) / fine) * np.exp(-2j * np.pi * n1 * k2 / geo.n_fft)[None]
+                b[k2p, mirror, 0, :, 0], b[k2p, mirror, 0, :, 1] = c.real, -sign * c.imag
+                b[k2p, mirror, 1, :, 0], b[k2p, mirror, 1, :, 1] = c.imag, sign * c.real
+                for kk in range(self.k1):
+                    row.setdefault(self.coarse * kk + k2, (2 * k2p + mirror) * self.k1 + kk)
+        _buffer(self, "stage_b", b.reshape(self.k2, 4 * self.k1, 2 * fine))
+        # the power rows (k2', mirror, k1) holding bins 0 .. n_fft / 2, in bin order
+        self.register_buffer("rows", torch.tensor([row[k] for k in range(geo.bins)], dtype=torch.long),
+                             persistent=False)
+
+    @staticmethod
+    def applies(geo: _STFTGeometry, fine: int = FINE) -> bool:
+        return FactorisedSTFT.applies(geo, fine) and (geo.n_fft // fine) % 2 == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, length) -> power (n_fft / 2 + 1, batch * frames) in bin order."""
+        g = self.geo
+        batch = x.shape[0]
+        # (j, n1, batch, block): sample N1 (h block + j) + n1; frame t is blocks t..t+W/hop-1, rows r = (i, j)
+        blocks = g.pad(x).reshape(batch, -1, g.hop // self.fine, self.fine).permute(2, 3, 0, 1)
+        frames = torch.cat([blocks[..., i : i + g.frames] for i in range(g.win_length // g.hop)], dim=0)
+        z = self.stage_a @ (frames * self.window).reshape(frames.shape[0], -1)  # (re/im x k2', n1 x frames)
+        z = z.reshape(2, self.k2, self.fine, -1).transpose(0, 1).reshape(self.k2, 2 * self.fine, -1)
+        out = (self.stage_b @ z).reshape(self.k2, 2, 2, self.k1, -1)  # (k2', mirror, re/im, k1, frames)
+        power = out[:, :, 0].square() + out[:, :, 1].square()
+        return power.reshape(-1, batch * g.frames).index_select(0, self.rows)
+
+    def bin_order(self) -> np.ndarray:
+        return np.arange(self.geo.bins)
+
+
 class FrontEnd(nn.Module):
     """Waveform (batch, samples) -> features (batch, F, T), the preset of ``config`` in torch."""
 
-    def __init__(self, config: FeatureConfig, factorised: bool = True):
+    def __init__(self, config: FeatureConfig, factorised: bool = True, real_input: bool = True):
         super().__init__()
         p = config.params
         self.kind = config.kind
         self.length = config.length
         geo = _STFTGeometry(config.length, p["n_fft"], p["hop_length"], p.get("win_length") or p["n_fft"],
                             p.get("window", "hann"))
-        self.stft = FactorisedSTFT(geo) if factorised and FactorisedSTFT.applies(geo) else DirectSTFT(geo)
+        if factorised and real_input and RealFactorisedSTFT.applies(geo):
+            self.stft = RealFactorisedSTFT(geo)
+        elif factorised and FactorisedSTFT.applies(geo):
+            self.stft = FactorisedSTFT(geo)
+        else:
+            self.stft = DirectSTFT(geo)
         mel = librosa.filters.mel(sr=config.sample_rate, n_fft=p["n_fft"], n_mels=p["n_mels"], fmax=p.get("fmax"))
         order = self.stft.bin_order()
         # columns follow the STFT's bin order; bins above n_fft / 2 (factorised only) get zero weight

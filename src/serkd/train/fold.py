@@ -82,7 +82,7 @@ def record_run(out: Path, config, data, role: str, features: dict | None = None,
 
 def clear_run(out: Path) -> None:
     """Start a run folder over: its records and fold folders go, anything else in it stays."""
-    for name in (RUN_FILE, CONFIG_FILE, "tensorboard"):
+    for name in (RUN_FILE, CONFIG_FILE, "tensorboard", "final"):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -30,9 +30,10 @@ import torch
 from serkd import distill, models
 from serkd.config import ConfigError, RunConfig
 from serkd.data import teacher_outputs
-from serkd.data.features import FeatureConfig, feature_matrix
+from serkd.data.features import FeatureConfig
 from serkd.data.manifest import Manifest
 from serkd.data.protocol import Fold, fold_indices, pick_folds
+from serkd.data.store import MappedFeatures, feature_store
 from serkd.errors import SerkdError
 from serkd.train import fold as shared
 from serkd.train.checkpoint import save_checkpoint
@@ -70,7 +71,7 @@ class Plan:
 @dataclass
 class PreparedData:
     manifest: Manifest
-    features: torch.Tensor  # (N, 1, F, T)
+    features: MappedFeatures  # (N, 1, F, T): memory-mapped, features[idx] -> float32 tensor
     targets: torch.Tensor  # (N,)
     folds: list[Fold]
     data_hash: str
@@ -178,15 +179,15 @@ def prepare(config, manifest: Manifest, folds: list[Fold], emit: Emitter, data_h
             feature_config: FeatureConfig | None = None) -> PreparedData:
     feature_config = feature_config or FeatureConfig(config.features, config.crop_length)
     advance = emit.task("features", f"features ({feature_config.kind})", len(manifest))
-    matrix, kept, cache = feature_matrix(manifest, feature_config, config.skip_bad, advance)
+    features, kept, info = feature_store(manifest, feature_config, config.skip_bad, advance,
+                                         getattr(config, "feature_dtype", "float32"))
     emit.done("features")
     for note in kept.notes:
         emit.note(note)
-    emit.info(f"features: {cache.computed} computed, {cache.reused} from cache ({cache.folder})")
+    emit.info(info.line())
     if len(kept) != len(manifest):
         data_hash = kept.data_hash()
-    return PreparedData(kept, torch.from_numpy(matrix).unsqueeze(1), torch.from_numpy(kept.label_ids()), folds,
-                        data_hash or kept.data_hash())
+    return PreparedData(kept, features, torch.from_numpy(kept.label_ids()), folds, data_hash or kept.data_hash())
 
 
 def teacher_fold(config: RunConfig, data: PreparedData, fold: Fold, meta: dict | None = None) -> TeacherFold:
@@ -297,7 +298,9 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
 
 def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = False,
         store: str | Path | None = None) -> list[FoldResult]:
-    """Train every chosen fold of ``config`` (resuming: finished folds are reused); return their results."""
+    """Train every chosen fold of ``config`` (resuming: finished folds are reused); return their results.
+
+    ``config.final``: then train ``RUN_DIR/final`` on every speaker (:func:`serkd.train.final.train_final`)."""
     emit = Emitter(on_event)
     out = Path(config.out)
     if overwrite and (out / RUN_FILE).is_file():
@@ -309,8 +312,13 @@ def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = Fa
     teachers = {f.name: teacher_fold(config, data, f, checked.teacher_meta[f.name]) for f in data.folds
                 if f.name in checked.teacher_meta}
     record_run(out, config, data, role="teacher" if store else "student")
-    return [train_fold(config, fold, data, teachers.get(fold.name), on_event, store, overwrite)
-            for fold in data.folds]
+    results = [train_fold(config, fold, data, teachers.get(fold.name), on_event, store, overwrite)
+               for fold in data.folds]
+    if getattr(config, "final", False) and not store:
+        from serkd.train.final import train_final
+
+        train_final(config, data, on_event, overwrite)
+    return results
 
 
 def _write_curves(folder: Path, history: list[dict], test_wa: float, test_ua: float) -> None:

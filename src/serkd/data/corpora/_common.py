@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from serkd.data.manifest import CorpusProblems, Utterance, audio_duration
 from serkd.errors import BadInputError, SerkdError

@@ -22,7 +22,7 @@ from serkd.data.corpora import register
 from serkd.data.corpora._common import choose_classes, no_options, require_some, speaker_folds, with_durations
 from serkd.data.corpora._common import wav_files as common_wav_files
 from serkd.data.manifest import Manifest, Utterance
-from serkd.errors import BadInputError, SerkdError
+from serkd.errors import BadInputError
 
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
 LABELS = list(EMOTIONS.values())

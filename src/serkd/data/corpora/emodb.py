@@ -20,7 +20,7 @@ from serkd.data.corpora._common import no_options, require_some, with_durations
 from serkd.data.corpora._common import wav_files as common_wav_files
 from serkd.data.manifest import Manifest, Utterance
 from serkd.data.protocol import Fold, leave_groups_out
-from serkd.errors import BadInputError, SerkdError
+from serkd.errors import BadInputError
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness",
             "N": "neutral"}
