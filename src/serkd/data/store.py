@@ -167,7 +167,7 @@ def _build(path: Path, manifest: Manifest, config: FeatureConfig, skip_bad: bool
 
         _, kept = per_utterance(manifest, write, skip_bad, progress)
         array.flush()
-        del array
+        array = None  # unmap before the rename
     index = {id(u): i for i, u in enumerate(manifest.utterances)}
     kept_rows = None if len(kept) == len(manifest) else [index[id(u)] for u in kept.utterances]
     atomic_write_json(path.with_suffix(".json"), {
