@@ -42,6 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # serkd train's defaults (the seed's) suit a CNN trained from scratch; fine-tuning a transformer wants these
 WAVLM_DEFAULTS = {"epochs": 20, "batch_size": 8, "lr": 5e-5, "weight_decay": 1e-2}
+EGEMAPS_MODEL = "egemaps"  # TeacherConfig.model of the classical baseline teacher (train/teacher_egemaps.py)
 
 
 class ConfigError(SerkdError):
@@ -254,7 +255,9 @@ class RunConfig(_Config):
         """The recipe's values filled in for the recipe fields left at None (explicit values win)."""
         if self.recipe not in RECIPES:
             raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
-        preset = RECIPES[self.recipe]
+        preset = dict(RECIPES[self.recipe])
+        # a preset's warm-up never takes more than a fifth of a short run (an explicit one is checked instead)
+        preset["warmup_epochs"] = min(preset["warmup_epochs"], self.epochs / 5)
         return self.replace(**{k: v for k, v in preset.items() if getattr(self, k) is None})
 
     def hashed_dict(self) -> dict[str, Any]:
@@ -304,8 +307,9 @@ class TeacherConfig(_Config):
     """
 
     model: str = field(default="", metadata=_meta(
-        "a registered model or timm name (e.g. resnet18), or a WavLM checkpoint to fine-tune: a hub id "
-        "(microsoft/wavlm-base-plus) or a local folder with config.json"))
+        "a registered model or timm name (e.g. resnet18), a WavLM checkpoint to fine-tune: a hub id "
+        "(microsoft/wavlm-base-plus) or a local folder with config.json, or egemaps (openSMILE eGeMAPSv02 "
+        "functionals + logistic regression: no GPU)"))
     epochs: int | None = field(default=None, metadata=_meta("training epochs (default: 100 CNN, 20 WavLM)"))
     batch_size: int | None = field(default=None, metadata=_meta("batch size (default: 16 CNN, 8 WavLM)"))
     lr: float | None = field(default=None, metadata=_meta(
@@ -323,16 +327,27 @@ class TeacherConfig(_Config):
     bf16: bool = field(default=True, metadata=_meta(
         "WavLM: bf16 autocast on CUDA", flag="--no-bf16", action="store_false"))
     max_grad_norm: float = field(default=1.0, metadata=_meta("WavLM: gradient clipping norm"))
+    # eGeMAPS teachers only
+    c_grid: str | None = field(default=None, metadata=_meta(
+        "eGeMAPS: comma list of logistic-regression C values, the best on the validation speakers' UA is kept "
+        "(default: 0.001,0.01,0.1,1,10)"))
 
     kind: ClassVar[str] = "teacher"
     WAVLM_ONLY: ClassVar[tuple[str, ...]] = ("revision", "head_lr", "warmup", "grad_accum", "freeze_feature_encoder",
                                              "bf16", "max_grad_norm")
+    # what a logistic regression on whole-utterance functionals has no use for
+    NOT_EGEMAPS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "weight_decay", "student_params", "length",
+                                              "features", "tensorboard", "device")
+
+    @property
+    def is_egemaps(self) -> bool:
+        return self.model == EGEMAPS_MODEL
 
     @property
     def is_wavlm(self) -> bool:
         from serkd.models.wavlm_teacher import looks_like_hf_model
 
-        return bool(self.model) and looks_like_hf_model(self.model)
+        return bool(self.model) and not self.is_egemaps and looks_like_hf_model(self.model)
 
     def resolved(self) -> TeacherConfig:
         """The kind's defaults filled in for the fields left at None."""
@@ -344,7 +359,22 @@ class TeacherConfig(_Config):
             raise ConfigError("model", "required")
         resolved = self.resolved()
         _Config.validate(resolved)
-        if self.is_wavlm:
+        if self.c_grid is not None and not self.is_egemaps:
+            raise ConfigError("c_grid", f"applies to the eGeMAPS teacher (model {EGEMAPS_MODEL}) only")
+        if self.is_egemaps:
+            changed = [name for name in (*self.NOT_EGEMAPS, *self.WAVLM_ONLY)
+                       if getattr(self, name) != _default(TeacherConfig, name)]
+            if changed:
+                raise ConfigError(changed[0], "does not apply to the eGeMAPS teacher (functionals of whole utterances "
+                                              "+ logistic regression)")
+            if self.c_grid is not None:
+                try:
+                    grid = [float(c) for c in self.c_grid.split(",")]
+                except ValueError:
+                    grid = []
+                if not grid or not all(c > 0 for c in grid):
+                    raise ConfigError("c_grid", f"expected a comma list of positive numbers, got {self.c_grid!r}")
+        elif self.is_wavlm:
             if self.grad_accum < 1:
                 raise ConfigError("grad_accum", "must be at least 1")
             if not 0 <= self.warmup < 1:
