@@ -93,6 +93,14 @@ def fit_fold(features: np.ndarray, targets: np.ndarray, parts: dict, grid, seed:
     return best[0], best[1], history
 
 
+def log_probabilities(model, features: np.ndarray) -> np.ndarray:
+    """log p(class | x) from the linear scores (a log-softmax): finite where ``predict_log_proba`` gives
+    log(0) = -inf for a class the model rules out, which no KD loss or mixup should see."""
+    scores = model.decision_function(features).astype(np.float64)
+    scores -= scores.max(axis=1, keepdims=True)
+    return (scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
 def _fold(config: TeacherConfig, data: EgemapsData, fold: Fold, out: Path, emit: Emitter,
           overwrite: bool) -> FoldResult:
     labels = data.manifest.labels
@@ -110,7 +118,7 @@ def _fold(config: TeacherConfig, data: EgemapsData, fold: Fold, out: Path, emit:
     seconds = time.perf_counter() - started
     # log-probabilities over every label: a class the fold never saw would be missing from predict_log_proba's
     # columns, but check_fold refuses such folds
-    logits = model.predict_log_proba(data.features).astype(np.float32)
+    logits = log_probabilities(model, data.features)
     embeddings = model[:-1].transform(data.features).astype(np.float32)
     git_commit = provenance()["git_commit"]
     meta = shared.teacher_meta(fold, data.manifest, config, data.data_hash, key, best, teacher=DISPLAY,
