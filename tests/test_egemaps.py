@@ -101,3 +101,26 @@ def test_students_distil_from_the_egemaps_teacher(store, tiny_synth, tmp_path, m
     results = run(RunConfig(corpus="synth", root=str(tiny_synth), folds="0", epochs=1, length=8000, method=method,
                             teacher=str(out), out=str(tmp_path / method), recipe="strong", mixup=0.2))
     assert results[0].teacher == str(out) and not results[0].marks
+
+
+def test_crossfit_gives_training_speakers_out_of_speaker_outputs(store, tiny_synth, tmp_path, monkeypatch):
+    out, config, _, cache = store
+    monkeypatch.setenv("SERKD_CACHE", str(cache))
+    crossfit = config.replace(out=str(tmp_path / "crossfit"), folds="0", crossfit=True)
+    train_teacher(crossfit)
+    manifest = load_corpus("synth", tiny_synth)
+    features, _, _ = teacher_egemaps.egemaps_matrix(manifest)
+    fold = manifest.folds[0]
+    parts = fold_indices(manifest, fold)
+    stored = teacher_outputs.read_fold(tmp_path / "crossfit", fold.name)
+    in_sample = teacher_outputs.read_fold(out, fold.name)
+    assert stored.meta["crossfit"] is True and stored.meta["train_speakers"] == list(fold.train)
+    held_speaker = fold.train[0]
+    held = [i for i in parts["train"] if manifest.utterances[i].speaker == held_speaker]
+    rest = [i for i in parts["train"] if manifest.utterances[i].speaker != held_speaker]
+    model, _, _ = teacher_egemaps.fit_fold(features, manifest.label_ids(), {"train": rest, "valid": rest},
+                                           [stored.meta["C"]])
+    assert np.allclose(stored.logits[held], teacher_egemaps.log_probabilities(model, features[held]), atol=1e-4)
+    others = np.setdiff1d(np.arange(len(manifest)), parts["train"])  # validation and test: the full model's
+    assert np.allclose(stored.logits[others], in_sample.logits[others], atol=1e-4)
+    assert not np.allclose(stored.logits[held], in_sample.logits[held], atol=1e-3)

@@ -331,6 +331,10 @@ class TeacherConfig(_Config):
     c_grid: str | None = field(default=None, metadata=_meta(
         "eGeMAPS: comma list of logistic-regression C values, the best on the validation speakers' UA is kept "
         "(default: 0.001,0.01,0.1,1,10)"))
+    crossfit: bool = field(default=False, metadata=_meta(
+        "eGeMAPS: give each training speaker's utterances the outputs of a model fitted without that speaker "
+        "(still only on the fold's training speakers): in-sample outputs are near one-hot, so KD from them "
+        "carries little beyond the labels; validation and test utterances keep the full model's outputs"))
 
     kind: ClassVar[str] = "teacher"
     WAVLM_ONLY: ClassVar[tuple[str, ...]] = ("revision", "head_lr", "warmup", "grad_accum", "freeze_feature_encoder",
@@ -359,8 +363,9 @@ class TeacherConfig(_Config):
             raise ConfigError("model", "required")
         resolved = self.resolved()
         _Config.validate(resolved)
-        if self.c_grid is not None and not self.is_egemaps:
-            raise ConfigError("c_grid", f"applies to the eGeMAPS teacher (model {EGEMAPS_MODEL}) only")
+        for name in ("c_grid", "crossfit"):
+            if getattr(self, name) != _default(TeacherConfig, name) and not self.is_egemaps:
+                raise ConfigError(name, f"applies to the eGeMAPS teacher (model {EGEMAPS_MODEL}) only")
         if self.is_egemaps:
             changed = [name for name in (*self.NOT_EGEMAPS, *self.WAVLM_ONLY)
                        if getattr(self, name) != _default(TeacherConfig, name)]

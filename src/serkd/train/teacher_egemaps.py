@@ -8,6 +8,10 @@ features as embeddings [N, 88] to the teacher outputs store, with the fold's tra
 hash and audio hashes, exactly as the CNN and WavLM teachers do. Beside them a ``results.json``
 (role teacher, method teacher, student ``egemaps+logreg``): ``serkd report OUT`` shows the baseline row.
 
+``crossfit``: the training utterances get out-of-speaker outputs instead (see :func:`crossfit_train`):
+a model's outputs on the very utterances it was fitted on are near one-hot (p(true) 0.99 on the demo
+corpus), so KD from them teaches little beyond the labels.
+
 No GPU, seconds per fold: a teacher for CPU-only KD, and the number a student has to beat.
 A fold whose outputs exist with the same config and data is not refitted; features come from the
 eGeMAPS cache (``data/egemaps.py``).
@@ -93,6 +97,23 @@ def fit_fold(features: np.ndarray, targets: np.ndarray, parts: dict, grid, seed:
     return best[0], best[1], history
 
 
+def crossfit_train(data: EgemapsData, parts: dict, c: float, seed: int = 0) -> np.ndarray:
+    """Log-probabilities of the training utterances, each speaker's from a model fitted on the *other*
+    training speakers (C as chosen): what the teacher knows about a speaker it has not heard, which is
+    what a student should learn from. The fold's validation and test speakers are never used."""
+    speakers = np.array([data.manifest.utterances[i].speaker for i in parts["train"]])
+    out = np.zeros((len(parts["train"]), len(data.manifest.labels)), dtype=np.float32)
+    for speaker in np.unique(speakers):
+        held = speakers == speaker
+        rest = np.asarray(parts["train"])[~held]
+        missing = set(range(len(data.manifest.labels))) - set(data.targets[rest].tolist())
+        if missing:  # a class only this speaker has: fall back to the in-sample model for its utterances
+            rest = np.asarray(parts["train"])
+        model, _, _ = fit_fold(data.features, data.targets, {"train": rest, "valid": rest}, [c], seed)
+        out[held] = log_probabilities(model, data.features[np.asarray(parts["train"])[held]])
+    return out
+
+
 def log_probabilities(model, features: np.ndarray) -> np.ndarray:
     """log p(class | x) from the linear scores (a log-softmax): finite where ``predict_log_proba`` gives
     log(0) = -inf for a class the model rules out, which no KD loss or mixup should see."""
@@ -119,11 +140,13 @@ def _fold(config: TeacherConfig, data: EgemapsData, fold: Fold, out: Path, emit:
     # log-probabilities over every label: a class the fold never saw would be missing from predict_log_proba's
     # columns, but check_fold refuses such folds
     logits = log_probabilities(model, data.features)
+    if config.crossfit:
+        logits[parts["train"]] = crossfit_train(data, parts, best["C"], config.seed)
     embeddings = model[:-1].transform(data.features).astype(np.float32)
     git_commit = provenance()["git_commit"]
     meta = shared.teacher_meta(fold, data.manifest, config, data.data_hash, key, best, teacher=DISPLAY,
                                model_id=config.model, features=feature_set(), git_commit=git_commit,
-                               embedding_dim=int(embeddings.shape[1]), C=best["C"])
+                               embedding_dim=int(embeddings.shape[1]), C=best["C"], crossfit=config.crossfit)
     teacher_outputs.write_fold(out, fold.name, [u.utt_id for u in data.manifest.utterances], logits, meta,
                                embeddings=embeddings)
     result = shared.base_result(
