@@ -8,6 +8,9 @@ random recording gain and background noise, so that emotion is learnable but not
 numbers. Leave-one-speaker-out (the Emo-DB reader's protocol: validation on the next speaker), the first
 ``--folds`` folds.
 
+``--crossfit``: the KD rows distil from the cross-fitted teacher (out-of-speaker targets on the training
+utterances, see README "Teachers"); results then go to ``bench_recipe_crossfit.json``.
+
 Rows (per-fold test UA, best epoch on the validation speaker): the eGeMAPS + logistic-regression
 teacher (the classical baseline), and ``--students`` with ``--recipe seed`` and ``--recipe strong``,
 each with CE and with KD/CKD from the eGeMAPS teacher's stored fold-clean logits. Writes a table and
@@ -139,7 +142,12 @@ def main() -> None:
     parser.add_argument("--runs", default="seed:ce,strong:ce,strong:kd,strong:ckd",
                         help="recipe:method[:param=value...] per student")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--crossfit", action="store_true",
+                        help="KD rows distil from the cross-fitted eGeMAPS teacher (out-of-speaker training targets)")
     args = parser.parse_args()
+    global RESULTS
+    if args.crossfit:  # both variants kept side by side
+        RESULTS = RESULTS.with_name("bench_recipe_crossfit.json")
     if shutil.which("espeak-ng") is None:
         sys.exit("bench_recipe needs espeak-ng (apt-get install espeak-ng)")
     import torch
@@ -163,8 +171,8 @@ def main() -> None:
     common = {"corpus": "emodb", "root": str(corpus), "folds": folds, "seed": 0, "threads": args.threads}
     rows = []
     t0 = time.perf_counter()
-    teacher_dir = work / "teacher-egemaps"
-    teacher = train_teacher(TeacherConfig(model="egemaps", out=str(teacher_dir), **common))
+    teacher_dir = work / ("teacher-egemaps-crossfit" if args.crossfit else "teacher-egemaps")
+    teacher = train_teacher(TeacherConfig(model="egemaps", out=str(teacher_dir), crossfit=args.crossfit, **common))
     rows.append({"model": "egemaps+logreg", "recipe": "-", "method": "teacher", "fold_ua": fold_uas(teacher),
                  "seconds": round(time.perf_counter() - t0, 1)})
     print(f"egemaps teacher: UA {np.mean(rows[-1]['fold_ua']):.3f} {rows[-1]['fold_ua']}", flush=True)
@@ -174,11 +182,13 @@ def main() -> None:
             recipe, method, *params = spec.split(":")
             method_params = {k: _number(v) for k, v in (p.split("=") for p in params)}
             name = f"{student}-{recipe}-{method}" + "".join(f"-{k}{v}" for k, v in method_params.items())
+            name += "-crossfit" if args.crossfit and method != "ce" else ""
             t0 = time.perf_counter()
             results = run(RunConfig(**common, student=student, method=method, method_params=method_params,
                                     recipe=recipe, epochs=args.epochs, length=args.length,
                                     teacher=None if method == "ce" else str(teacher_dir), out=str(work / name)))
             rows.append({"model": student, "recipe": recipe, "method": method, "method_params": method_params,
+                         "teacher": None if method == "ce" else teacher_dir.name,
                          "fold_ua": fold_uas(results), "seconds": round(time.perf_counter() - t0, 1)})
             print(f"{name}: UA {np.mean(rows[-1]['fold_ua']):.3f} {rows[-1]['fold_ua']} "
                   f"({rows[-1]['seconds']:.0f} s)", flush=True)
@@ -213,7 +223,8 @@ def main() -> None:
     print(f"total {total:.0f} s")
     record = {"corpus": {"kind": "espeak-ng emodb layout", "speakers": len(speakers), "texts": len(texts),
                          "emotions": 7, "folds": args.folds},
-              "epochs": args.epochs, "length": args.length, "rows": rows, "teacher_fit": diagnostics,
+              "epochs": args.epochs, "length": args.length, "crossfit_teacher": args.crossfit, "rows": rows,
+              "teacher_fit": diagnostics,
               "targets": targets, "seconds": round(total, 1), "threads": args.threads,
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch": torch.__version__}}
