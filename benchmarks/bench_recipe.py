@@ -11,6 +11,16 @@ numbers. Leave-one-speaker-out (the Emo-DB reader's protocol: validation on the 
 ``--crossfit``: the KD rows distil from the cross-fitted teacher (out-of-speaker targets on the training
 utterances, see README "Teachers"); results then go to ``bench_recipe_crossfit.json``.
 
+Measured (2026-11-30; 6 speakers x 10 texts x 7 emotions = 420 utterances, folds spk03 and spk08,
+25 epochs, 2 s crops; UA %): eGeMAPS + logistic regression 40.7; mobilenetv3_small_075 seed CE 24.3,
+strong CE 25.0, strong KD (seed parameters) 20.0, strong CKD 25.0; from the cross-fitted teacher strong
+KD (batchmean, T 2) 25.7, strong CKD 20.0. Targets NOT met: strong + KD is +1.4 points over seed CE
+(target +10) and 15 points under the eGeMAPS baseline. The fold test sets are 70 utterances, so one
+utterance moves UA by ~1.4 points and every student difference above is inside the fold spread. The
+teacher itself generalises poorly across these voices (training speakers 0.82-1.00 accuracy in-sample,
+0.34-0.39 out-of-speaker, test 0.37-0.44), so neither its in-sample nor its cross-fitted targets carry
+much that transfers.
+
 Rows (per-fold test UA, best epoch on the validation speaker): the eGeMAPS + logistic-regression
 teacher (the classical baseline), and ``--students`` with ``--recipe seed`` and ``--recipe strong``,
 each with CE and with KD/CKD from the eGeMAPS teacher's stored fold-clean logits. Writes a table and
