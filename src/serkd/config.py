@@ -16,6 +16,7 @@ fold's finished result can be reused.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -29,8 +30,19 @@ import yaml
 from serkd.errors import SerkdError
 
 SELECT_CHOICES = ("valid", "test")
+SCHEDULE_CHOICES = ("step", "cosine")
+# Student training recipes: ``seed`` is the paper's (every option off, bit-identical to serkd before recipes
+# existed); ``strong`` turns on what lifted students on speech (benchmarks/bench_recipe.py). A field the user
+# sets explicitly wins over the preset: the recipe fields default to None, "the recipe's value".
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {"time_shift": 0.0, "freq_masks": 0, "freq_mask_width": 0.0, "time_masks": 0, "time_mask_width": 0.0,
+             "mixup": 0.0, "balanced_sampling": False, "schedule": "step", "warmup_epochs": 0.0, "patience": 0},
+    "strong": {"time_shift": 1.0, "freq_masks": 2, "freq_mask_width": 0.15, "time_masks": 2, "time_mask_width": 0.1,
+               "mixup": 0.0, "balanced_sampling": True, "schedule": "cosine", "warmup_epochs": 2.0, "patience": 0},
+}
 # serkd train's defaults (the seed's) suit a CNN trained from scratch; fine-tuning a transformer wants these
 WAVLM_DEFAULTS = {"epochs": 20, "batch_size": 8, "lr": 5e-5, "weight_decay": 1e-2}
+EGEMAPS_MODEL = "egemaps"  # TeacherConfig.model of the classical baseline teacher (train/teacher_egemaps.py)
 
 
 class ConfigError(SerkdError):
@@ -217,11 +229,72 @@ class RunConfig(_Config):
     final: bool = field(default=False, metadata=_meta(
         "after the folds, train one model on every speaker for the median best epoch over the folds "
         "(RUN_DIR/final)", hashed=False))
+    # the training recipe: None = the recipe's value (RECIPES); see train/augment.py and train/loop.py
+    recipe: str = field(default="seed", metadata=_meta(
+        "training recipe: seed (the paper's, every option below off) or strong (time shift, SpecAugment, "
+        "class-balanced sampling, cosine schedule with warm-up); options given explicitly win over it",
+        choices=lambda: list(RECIPES)))
+    time_shift: float | None = field(default=None, metadata=_meta(
+        "training only: roll each example's features in time by a random amount up to this fraction of the "
+        "frames (1: any shift); a random crop that reuses the cached centre crop; evaluation is unshifted"))
+    freq_masks: int | None = field(default=None, metadata=_meta(
+        "training only: SpecAugment frequency masks per example (robustness to spectral colouring)"))
+    freq_mask_width: float | None = field(default=None, metadata=_meta(
+        "largest frequency mask, as a fraction of the feature bins"))
+    time_masks: int | None = field(default=None, metadata=_meta(
+        "training only: SpecAugment time masks per example (emotion must be read from the whole utterance)"))
+    time_mask_width: float | None = field(default=None, metadata=_meta(
+        "largest time mask, as a fraction of the frames"))
+    mixup: float | None = field(default=None, metadata=_meta(
+        "mixup Beta(a, a) parameter, 0 off: inputs, labels (lam CE(y_a) + (1-lam) CE(y_b)) and the teacher's "
+        "probabilities are mixed alike"))
+    balanced_sampling: bool | None = field(default=None, metadata=_meta(
+        "draw training examples with probability 1/class size (with replacement), so every class is seen "
+        "equally often: UA weighs classes equally", action=argparse.BooleanOptionalAction))
+    schedule: str | None = field(default=None, metadata=_meta(
+        "learning-rate schedule: step (the seed's StepLR, step_size/gamma) or cosine (to zero over the run, "
+        "after a linear warm-up)", choices=lambda: list(SCHEDULE_CHOICES)))
+    warmup_epochs: float | None = field(default=None, metadata=_meta(
+        "cosine: epochs of linear warm-up from zero (stabilises Adam's first steps and BatchNorm statistics)"))
+    patience: int | None = field(default=None, metadata=_meta(
+        "stop after this many epochs without a better validation UA, 0 never; the best epoch is kept"))
 
     kind: ClassVar[str] = "student"
+    RECIPE_FIELDS: ClassVar[tuple[str, ...]] = tuple(RECIPES["seed"])
+
+    def resolved(self) -> RunConfig:
+        """The recipe's values filled in for the recipe fields left at None (explicit values win)."""
+        if self.recipe not in RECIPES:
+            raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        preset = dict(RECIPES[self.recipe])
+        # a preset's warm-up never takes more than a fifth of a short run (an explicit one is checked instead)
+        preset["warmup_epochs"] = min(preset["warmup_epochs"], self.epochs / 5)
+        return self.replace(**{k: v for k, v in preset.items() if getattr(self, k) is None})
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """Recipe fields at the seed's values stay out, so results of runs made before recipes existed
+        (and every seed-recipe run) keep their hash and are reused."""
+        values = super().hashed_dict()
+        if values.get("recipe") == "seed":
+            del values["recipe"]
+        seed = RECIPES["seed"]
+        return {k: v for k, v in values.items() if not (k in seed and (v is None or v == seed[k]))}
 
     def validate(self) -> None:
         super().validate()
+        config = self.resolved()
+        for name in ("time_shift", "freq_masks", "time_masks", "mixup", "warmup_epochs", "patience"):
+            if getattr(config, name) < 0:
+                raise ConfigError(name, "must be non-negative (0: off)")
+        for name in ("freq_mask_width", "time_mask_width"):
+            if not 0 <= getattr(config, name) <= 1:
+                raise ConfigError(name, "is a fraction of the features, in [0, 1]")
+        if config.schedule not in SCHEDULE_CHOICES:
+            raise ConfigError("schedule", f"must be one of {', '.join(SCHEDULE_CHOICES)}, not {config.schedule!r}")
+        if config.warmup_epochs and config.schedule != "cosine":
+            raise ConfigError("warmup_epochs", "applies to the cosine schedule only")
+        if config.warmup_epochs >= self.epochs:
+            raise ConfigError("warmup_epochs", f"must be shorter than the run ({self.epochs} epochs)")
         if self.step_size < 1:
             raise ConfigError("step_size", "must be at least 1")
         if not 0 < self.gamma <= 1:
@@ -247,8 +320,9 @@ class TeacherConfig(_Config):
     """
 
     model: str = field(default="", metadata=_meta(
-        "a registered model or timm name (e.g. resnet18), or a WavLM checkpoint to fine-tune: a hub id "
-        "(microsoft/wavlm-base-plus) or a local folder with config.json"))
+        "a registered model or timm name (e.g. resnet18), a WavLM checkpoint to fine-tune: a hub id "
+        "(microsoft/wavlm-base-plus) or a local folder with config.json, or egemaps (openSMILE eGeMAPSv02 "
+        "functionals + logistic regression: no GPU)"))
     epochs: int | None = field(default=None, metadata=_meta("training epochs (default: 100 CNN, 20 WavLM)"))
     batch_size: int | None = field(default=None, metadata=_meta("batch size (default: 16 CNN, 8 WavLM)"))
     lr: float | None = field(default=None, metadata=_meta(
@@ -266,16 +340,31 @@ class TeacherConfig(_Config):
     bf16: bool = field(default=True, metadata=_meta(
         "WavLM: bf16 autocast on CUDA", flag="--no-bf16", action="store_false"))
     max_grad_norm: float = field(default=1.0, metadata=_meta("WavLM: gradient clipping norm"))
+    # eGeMAPS teachers only
+    c_grid: str | None = field(default=None, metadata=_meta(
+        "eGeMAPS: comma list of logistic-regression C values, the best on the validation speakers' UA is kept "
+        "(default: 0.001,0.01,0.1,1,10)"))
+    crossfit: bool = field(default=False, metadata=_meta(
+        "eGeMAPS: give each training speaker's utterances the outputs of a model fitted without that speaker "
+        "(still only on the fold's training speakers): in-sample outputs are near one-hot, so KD from them "
+        "carries little beyond the labels; validation and test utterances keep the full model's outputs"))
 
     kind: ClassVar[str] = "teacher"
     WAVLM_ONLY: ClassVar[tuple[str, ...]] = ("revision", "head_lr", "warmup", "grad_accum", "freeze_feature_encoder",
                                              "bf16", "max_grad_norm")
+    # what a logistic regression on whole-utterance functionals has no use for
+    NOT_EGEMAPS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "weight_decay", "student_params", "length",
+                                              "features", "tensorboard", "device")
+
+    @property
+    def is_egemaps(self) -> bool:
+        return self.model == EGEMAPS_MODEL
 
     @property
     def is_wavlm(self) -> bool:
         from serkd.models.wavlm_teacher import looks_like_hf_model
 
-        return bool(self.model) and looks_like_hf_model(self.model)
+        return bool(self.model) and not self.is_egemaps and looks_like_hf_model(self.model)
 
     def resolved(self) -> TeacherConfig:
         """The kind's defaults filled in for the fields left at None."""
@@ -287,7 +376,23 @@ class TeacherConfig(_Config):
             raise ConfigError("model", "required")
         resolved = self.resolved()
         _Config.validate(resolved)
-        if self.is_wavlm:
+        for name in ("c_grid", "crossfit"):
+            if getattr(self, name) != _default(TeacherConfig, name) and not self.is_egemaps:
+                raise ConfigError(name, f"applies to the eGeMAPS teacher (model {EGEMAPS_MODEL}) only")
+        if self.is_egemaps:
+            changed = [name for name in (*self.NOT_EGEMAPS, *self.WAVLM_ONLY)
+                       if getattr(self, name) != _default(TeacherConfig, name)]
+            if changed:
+                raise ConfigError(changed[0], "does not apply to the eGeMAPS teacher (functionals of whole utterances "
+                                              "+ logistic regression)")
+            if self.c_grid is not None:
+                try:
+                    grid = [float(c) for c in self.c_grid.split(",")]
+                except ValueError:
+                    grid = []
+                if not grid or not all(c > 0 for c in grid):
+                    raise ConfigError("c_grid", f"expected a comma list of positive numbers, got {self.c_grid!r}")
+        elif self.is_wavlm:
             if self.grad_accum < 1:
                 raise ConfigError("grad_accum", "must be at least 1")
             if not 0 <= self.warmup < 1:

@@ -50,16 +50,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
                                help=f"{help_text}", **common)
         elif base is bool:
             action = meta.get("action") or "store_true"
-            shown = f"{help_text} (default: {'on' if default else 'off'})"
+            shown = f"{help_text} (default: {'the recipe' if default is None else 'on' if default else 'off'})"
             group.add_argument(flag, action=action, help=shown, **common)
         else:
             choices = meta.get("choices")
             listed = list(choices()) if choices else None
             # corpus and features are closed lists; methods and students are checked by the library
             # (a student may be any timm name), their choices shown in the help only
-            strict = f.name in ("corpus", "features", "select", "feature_dtype")
+            strict = f.name in ("corpus", "features", "select", "feature_dtype", "recipe", "schedule")
             shown = help_text + (f" {{{','.join(listed)}}}" if listed and not strict else "")
             shown += f" (default: {default})" if default not in (None, "") else ""
+            shown += " (default: the recipe's)" if f.name in getattr(cls, "RECIPE_FIELDS", ()) else ""
             group.add_argument(flag, type=_cast(base), choices=listed if strict else None, help=shown, **common)
     if "corpus_options" not in skip:
         group.add_argument("--labels", dest="corpus_labels", default=argparse.SUPPRESS, metavar="A,B,...",

@@ -3,12 +3,18 @@
 Seed defaults: Adam (lr 1e-3, weight decay 1e-4), StepLR stepped every *batch* (step 300, gamma 0.9),
 batch 16. Features live in memory as one tensor; a batch is an index gather, so an epoch costs little
 more than the model's own forward and backward passes.
+
+The recipe options (``RunConfig.recipe``; all off in the seed recipe, which then runs exactly the seed's
+loop and draws exactly the seed's random numbers): class-balanced sampling, a cosine schedule with linear
+warm-up stepped per batch, early stopping on validation UA, and the batch augmentations of
+``train/augment.py`` (time shift, SpecAugment, mixup), which draw from their own generator.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from serkd.train.augment import AugmentOptions, augment, draw_mix, mix_teacher
 from serkd.train.metrics import wa_ua
 
 
@@ -29,6 +36,41 @@ class FitConfig:
     step_size: int = 300  # batches, as the seed steps its scheduler per batch
     gamma: float = 0.9
     seed: int = 0
+    # the recipe (RunConfig's fields of the same names); these defaults are the seed recipe
+    time_shift: float = 0.0
+    freq_masks: int = 0
+    freq_mask_width: float = 0.0
+    time_masks: int = 0
+    time_mask_width: float = 0.0
+    mixup: float = 0.0
+    balanced_sampling: bool = False
+    schedule: str = "step"
+    warmup_epochs: float = 0.0
+    patience: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The recipe options :func:`fit` reads from any config (absent or None: the seed's, off)."""
+
+    augment: AugmentOptions
+    mixup: float
+    balanced_sampling: bool
+    schedule: str
+    warmup_epochs: float
+    patience: int
+
+    @classmethod
+    def of(cls, config) -> Recipe:
+        seed = FitConfig()
+
+        def get(name):
+            value = getattr(config, name, None)
+            return getattr(seed, name) if value is None else value
+
+        return cls(AugmentOptions(*(get(n) for n in ("time_shift", "freq_masks", "freq_mask_width", "time_masks",
+                                                       "time_mask_width"))),
+                   get("mixup"), get("balanced_sampling"), get("schedule"), get("warmup_epochs"), get("patience"))
 
 
 class FitOptions(Protocol):
@@ -92,6 +134,36 @@ def batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator |
         yield order[start:end]
 
 
+def n_batches(n: int, batch_size: int) -> int:
+    """How many batches :func:`batches` yields for ``n`` examples."""
+    count = math.ceil(n / batch_size)
+    return count - 1 if count > 1 and n % batch_size == 1 else count
+
+
+def balanced_draw(targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Positions 0..n-1 drawn n times with replacement, each with probability 1 / (its class's size * classes
+    present): every class is drawn equally often in expectation."""
+    counts = torch.bincount(targets)
+    weights = 1.0 / counts[targets].double()
+    return torch.multinomial(weights, len(targets), replacement=True, generator=generator)
+
+
+def cosine_factor(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor at optimiser step ``step`` (0-based) of ``total``: linear warm-up reaching 1 at
+    step ``warmup - 1``, then a half cosine from 1 down to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+
+
+def make_scheduler(optimizer, config, recipe: Recipe, steps_per_epoch: int):
+    if recipe.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        warmup = round(recipe.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total, warmup))
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+
+
 def _takes_embedding_flag(model: torch.nn.Module) -> bool:
     return "return_embedding" in inspect.signature(model.forward).parameters
 
@@ -132,8 +204,8 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     teacher_embeddings: torch.Tensor | None = None,
 ) -> FitResult:
-    """Train for ``config.epochs``; keep the weights of the epoch with the best validation UA
-    (ties go to the earlier epoch).
+    """Train for ``config.epochs`` (fewer with early stopping); keep the weights of the epoch with the best
+    validation UA (ties go to the earlier epoch). The recipe options are read from ``config`` (:class:`Recipe`).
 
     A feature-KD loss (``needs_embeddings``) also gets the student's embedding and the teacher's
     cached one; its own parameters (a projector) are bound to both sizes and trained with the model.
@@ -147,10 +219,14 @@ def fit(
     model.to(device)
     loss_fn.to(device)
     parameters = [*model.parameters(), *loss_fn.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    generator = torch.Generator().manual_seed(config.seed)
+    recipe = Recipe.of(config)
     train_idx = torch.as_tensor(train_idx, dtype=torch.long)
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config, recipe, n_batches(len(train_idx), config.batch_size))
+    generator = torch.Generator().manual_seed(config.seed)
+    # augmentation draws from its own stream: the order of batches is the same with and without it
+    augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
+    train_targets = targets[train_idx]
     valid_targets = targets[torch.as_tensor(valid_idx, dtype=torch.long)].numpy()
     best = BestEpoch()
     history = []
@@ -158,14 +234,22 @@ def fit(
         model.train()
         started = time.perf_counter()
         total, seen = 0.0, 0
-        for idx in batches(train_idx, config.batch_size, generator):
+        if recipe.balanced_sampling:
+            epoch_batches = batches(train_idx[balanced_draw(train_targets, generator)], config.batch_size)
+        else:
+            epoch_batches = batches(train_idx, config.batch_size, generator)
+        for idx in epoch_batches:
             x = features[idx].to(device, non_blocking=True)
             y = targets[idx].to(device, non_blocking=True)
             t = teacher_logits[idx].to(device, non_blocking=True) if teacher_logits is not None else None
-            if feature_kd:
+            t_emb = teacher_embeddings[idx].to(device, non_blocking=True) if feature_kd else None
+            if recipe.augment.active:
+                x = augment(x, recipe.augment, augment_rng)
+            if recipe.mixup > 0:
+                loss = _mixup_loss(model, loss_fn, x, y, t, t_emb, recipe.mixup, augment_rng)
+            elif feature_kd:
                 z, embedding = model(x, return_embedding=True)
-                loss = loss_fn(z, t, y, student_emb=embedding,
-                               teacher_emb=teacher_embeddings[idx].to(device, non_blocking=True))
+                loss = loss_fn(z, t, y, student_emb=embedding, teacher_emb=t_emb)
             else:
                 loss = loss_fn(model(x), t, y)
             optimizer.zero_grad(set_to_none=True)
@@ -186,7 +270,26 @@ def fit(
         loss_fn.train()
         if on_epoch:
             on_epoch(record)
+        if recipe.patience and epoch - best.epoch >= recipe.patience:
+            break  # early stopping: no better validation UA for `patience` epochs
     if best.state is None:
         raise ValueError("epochs must be >= 1")
     best.restore(model)
     return FitResult(best.epoch, best.state, history)
+
+
+def _mixup_loss(model, loss_fn, x, y, t, t_emb, alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """Mixup for any method: inputs and teacher outputs mixed alike (teacher probabilities, see
+    :func:`~serkd.train.augment.mix_teacher`; embeddings linearly); the hard targets enter as
+    lam * L(y_a) + (1 - lam) * L(y_b), the convex combination of the two losses (for CE exactly mixup's
+    loss; for KD methods their teacher terms see the one mixed teacher target in both)."""
+    mix = draw_mix(len(y), alpha, generator)
+    x = mix.inputs(x)
+    t = mix_teacher(t, mix) if t is not None else None
+    if t_emb is not None:
+        embedding_kw = {"teacher_emb": mix.inputs(t_emb)}
+        z, embedding_kw["student_emb"] = model(x, return_embedding=True)
+    else:
+        embedding_kw = {}
+        z = model(x)
+    return mix.lam * loss_fn(z, t, y, **embedding_kw) + (1 - mix.lam) * loss_fn(z, t, y[mix.perm], **embedding_kw)

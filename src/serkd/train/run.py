@@ -118,6 +118,7 @@ def plan(config: RunConfig, emit: Emitter | None = None) -> Plan:
     """Check everything that needs no features; raise a one-line error for the first problem."""
     emit = emit or Emitter()
     config.validate()
+    config = config.resolved()
     loss_fn = make_loss(config.method, config.method_params)
     if getattr(loss_fn, "needs_teacher", False) and not config.teacher:
         raise ConfigError("teacher", f"method {config.method!r} needs teacher outputs (a teacher store folder)")
@@ -227,6 +228,7 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     retrain). ``store``: also write the model's outputs for every utterance there (a CNN teacher).
     """
     emit = Emitter(on_event)
+    config = config.resolved()  # the recipe's values: what the fold key, the record and fit see
     if data is None:
         checked = plan(config, emit)
         data = prepare(config, checked.manifest, checked.folds, emit, checked.data_hash, checked.feature_config)
@@ -269,7 +271,8 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
         marks=shared.marks(fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale)),
         method_params=config.method_params, teacher=config.teacher if teacher is not None else None,
         seed=config.seed, data_hash=data.data_hash, config_hash=key, git_commit=git_commit,
-        train_seconds=round(seconds, 2), history=result.history)
+        train_seconds=round(seconds, 2), history=result.history,
+        extra={"recipe": config.recipe, "epochs_run": len(result.history)})
     save_checkpoint(fold_dir, model, {
         "model": config.student, "model_options": config.model_options(), "labels": manifest.labels,
         "features": FeatureConfig(config.features, config.crop_length).to_json(), "fold": fold.to_json(),
@@ -302,6 +305,7 @@ def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = Fa
 
     ``config.final``: then train ``RUN_DIR/final`` on every speaker (:func:`serkd.train.final.train_final`)."""
     emit = Emitter(on_event)
+    config = config.resolved()
     out = Path(config.out)
     if overwrite and (out / RUN_FILE).is_file():
         clear_run(out)

@@ -3,9 +3,11 @@
 - a registered student or timm name (``resnet18``): a CNN trained from scratch per fold on mel/MFCC
   features, exactly as a CE student (``train/run.py``), its logits and penultimate embeddings for every
   utterance written to the store;
-- a WavLM checkpoint (hub id or folder): fine-tuned per fold on waveforms (``train/teacher_wavlm.py``).
+- a WavLM checkpoint (hub id or folder): fine-tuned per fold on waveforms (``train/teacher_wavlm.py``);
+- ``egemaps``: openSMILE eGeMAPSv02 functionals + logistic regression per fold (``train/teacher_egemaps.py``),
+  the classical baseline, no GPU.
 
-Both write the same store layout (``OUT/<fold>/outputs.{safetensors,json}`` + ``results.json``).
+All write the same store layout (``OUT/<fold>/outputs.{safetensors,json}`` + ``results.json``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from serkd.train.results import FoldResult
 
 
 def teacher_kind(config: TeacherConfig) -> str:
-    return "wavlm" if config.is_wavlm else "cnn"
+    return "egemaps" if config.is_egemaps else "wavlm" if config.is_wavlm else "cnn"
 
 
 def train_teacher(config: TeacherConfig, on_event: OnEvent | None = None, overwrite: bool = False) -> list[FoldResult]:
     """Train (or reuse) the teacher of every chosen fold into the store ``config.out``."""
     config.validate()
+    if config.is_egemaps:
+        from serkd.train import teacher_egemaps
+
+        return teacher_egemaps.train_teacher(config, on_event, overwrite)
     if config.is_wavlm:
         from serkd.train import teacher_wavlm
 
