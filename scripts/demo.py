@@ -1,11 +1,11 @@
-"""`make demo`: the paper in miniature on the synthetic corpus, offline, on a laptop CPU.
+"""`make demo`: the paper in miniature on the synthetic corpus, offline, on a laptop CPU, as one grid.
 
-synthetic corpus -> the eGeMAPS teacher per fold (openSMILE eGeMAPSv02 functionals + logistic regression
-fitted on that fold's training speakers only: the classical baseline, a real teacher code path that
-needs no GPU) -> Light-SERNet+ students per fold, trained with the strong recipe (time shift,
-SpecAugment, class-balanced sampling, cosine schedule), with ce and with KD methods from the teacher's
-stored fold-clean logits (cross-fitted on the training speakers, see README "Teachers") -> WA/UA
-tables (per fold, then mean ± std over folds), the teacher's own test WA/UA included.
+synthetic corpus -> `serkd grid` (demo_out/demo-grid.yaml): the eGeMAPS teacher per fold (openSMILE
+eGeMAPSv02 functionals + logistic regression fitted on that fold's training speakers only: the classical
+baseline, a real teacher code path that needs no GPU) -> Light-SERNet+ students per fold, trained with
+the strong recipe (time shift, SpecAugment, class-balanced sampling, cosine schedule), with ce and with
+KD methods from the teacher's stored fold-clean logits (cross-fitted on the training speakers, see
+README "Teachers") -> results.db -> `serkd report`: per fold, mean ± std, the paper-style table.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from serkd.cli import main as serkd
 
 # textbook KD (KL divided by the batch size, as Hinton et al.; the seed divides by batch x classes, which
 # leaves little of the teacher in the loss) at a temperature that shows the teacher's second choices
-METHOD_PARAMS = {"kd": ["--method-param", "kl_reduction=batchmean", "--method-param", "temp=2"]}
+METHOD_PARAMS = {"kd": {"kl_reduction": "batchmean", "temp": 2}}
 
 
 def step(title: str, argv: list[str]) -> None:
@@ -32,12 +34,12 @@ def step(title: str, argv: list[str]) -> None:
     print(f"({title}: {time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def show(runs: list[str]) -> None:
-    """The two report tables, each with what it shows and what it does not prove."""
+def show(db: Path) -> None:
+    """The report tables, each followed by what it shows and what it does not prove."""
     from serkd.cli.render import stdout
     from serkd.experiments.report import collect, fold_table, summary_table
 
-    report = collect(runs)
+    report = collect([db])
     n_test = sorted({r["n_test"] for r in report["rows"]})
     n_folds = len({r["fold"] for r in report["rows"]})
     stdout.print(fold_table(report, title="per fold (test = one unseen speaker)"))
@@ -48,6 +50,11 @@ def show(runs: list[str]) -> None:
     print(f"Shows: KD students against the CE student and the eGeMAPS teacher, same folds, same seed; does not "
           f"prove: a ranking on real speech ({n_folds} folds, one seed, a synthetic corpus; "
           "benchmarks/bench_recipe.py measures speech).")
+    code = serkd(["report", str(db), "--format", "md"])
+    if code:
+        sys.exit("demo step failed: report")
+    print("Shows: the paper's layout (rows student x features, columns methods, WA / UA with n) and paired tests; "
+          "does not prove: significance, which needs at least 6 (fold, seed) pairs.")
 
 
 def main() -> None:
@@ -56,34 +63,35 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="student epochs")
     parser.add_argument("--recipe", default="strong", help="student training recipe (seed or strong)")
     parser.add_argument("--methods", default="ce,kd,ckd", help="student losses (serkd.distill.available())")
+    parser.add_argument("--jobs", type=int, default=1, help="grid units at once")
     args = parser.parse_args()
     out = args.out.resolve()
     os.environ.setdefault("SERKD_CACHE", str(out / "cache"))
     started = time.perf_counter()
     corpus = out / "corpus"
-    # 0.75 s students and 144 utterances keep 3 methods x 3 folds well inside 5 minutes on 2 CPU cores
-    common = ["--corpus", "synth", "--root", str(corpus), "--folds", "0,1,2", "--seed", "0"]
-    step("synthetic corpus", ["synth", str(corpus), "--speakers", "6", "--per-class", "6", "--seed", "0"])
+    if not (corpus / "manifest.csv").is_file():
+        step("synthetic corpus", ["synth", str(corpus), "--speakers", "6", "--per-class", "6", "--seed", "0"])
     step("corpus summary", ["corpus", "synth", str(corpus), "--no-audio-check"])
-    teacher = out / "teacher-egemaps"
-    # --crossfit: on its own training utterances the teacher's outputs would be near one-hot (p = 0.996 for the
+    # 0.75 s students and 144 utterances keep 3 methods x 3 folds well inside 5 minutes on 2 CPU cores.
+    # crossfit: on its own training utterances the teacher's outputs would be near one-hot (p = 0.996 for the
     # true class here), so KD would learn nothing beyond the labels; each training speaker gets the outputs of a
     # model fitted without that speaker instead (test speakers stay unseen, as always)
-    step("teacher per fold: eGeMAPS functionals + logistic regression (C chosen on the validation speaker)",
-         ["teacher", "train", "--model", "egemaps", "--crossfit", *common, "--out", str(teacher)])
-    runs = [str(teacher)]
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        run_dir = out / "runs" / f"lightsernet-{method}"
-        distil = [] if method == "ce" else ["--teacher", str(teacher), *METHOD_PARAMS.get(method, [])]
-        step(f"Light-SERNet+ with {method}", ["train", *common, "--epochs", str(args.epochs), "--length", "12000",
-                                               "--recipe", args.recipe, "--student", "lightsernet", "--method",
-                                               method, *distil, "--out", str(run_dir)])
-        runs.append(str(run_dir))
+    grid = {
+        "name": "demo", "corpus": {"kind": "synth", "root": str(corpus)}, "out": str(out / "grid"),
+        "features": ["mel"], "students": ["lightsernet"],
+        "methods": {m.strip(): METHOD_PARAMS.get(m.strip(), {}) for m in args.methods.split(",") if m.strip()},
+        "teacher": {"model": "egemaps", "crossfit": True}, "folds": [0, 1, 2], "seeds": [0],
+        "train": {"epochs": args.epochs, "length": 12000, "recipe": args.recipe},
+    }
+    spec = out / "demo-grid.yaml"
+    spec.write_text(yaml.safe_dump(grid, sort_keys=False))
+    step("the grid: eGeMAPS teacher per fold, then Light-SERNet+ students (units resume if interrupted)",
+         ["grid", str(spec), "--jobs", str(args.jobs), "--json"])
     print("\n== Result: synthetic corpus, 3 speaker folds, best epoch on the validation speaker ==")
-    show(runs)
+    show(out / "grid" / "results.db")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {out}")
-    print(f"  runs: {out / 'runs'}  (per fold: model.safetensors, checkpoint.json, results.json)")
-    print(f"  JSON report: serkd report {' '.join(runs)} --json")
+    print(f"  grid: {spec} -> {out / 'grid'} (results.db; runs/<unit>/<fold>/: model, checkpoint, results)")
+    print(f"  again: serkd report {out / 'grid' / 'results.db'} [--json | --format md | --plots DIR]")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from serkd.config import ConfigError, RunConfig, TeacherConfig
+from serkd.config import EGEMAPS_MODEL, ConfigError, RunConfig, TeacherConfig
 from serkd.errors import SerkdError
 from serkd.experiments.store import DB_NAME, ResultsStore
 from serkd.io import atomic_write_text, try_lock
@@ -150,8 +150,11 @@ class GridSpec:
 
     def teacher_config(self, fold: str) -> TeacherConfig:
         values = {k: v for k, v in self.teacher.items() if k != "store"}
-        values = {"threads": 1, **{k: v for k, v in self.train.items() if k in ("length", "select", "device",
-                                                                                   "skip_bad", "threads")},
+        # the students' crop, selection rule and device carry over to a teacher that has them
+        inherited = ("length", "select", "device", "skip_bad", "threads")
+        if values.get("model") == EGEMAPS_MODEL:
+            inherited = tuple(k for k in inherited if k not in TeacherConfig.NOT_EGEMAPS)
+        values = {"threads": 1, **{k: v for k, v in self.train.items() if k in inherited},
                   **values, **self.corpus_fields(), "out": self.teacher_store(), "folds": fold}
         try:
             config = TeacherConfig.from_dict(values)

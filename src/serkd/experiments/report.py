@@ -444,8 +444,10 @@ def fold_table(report: dict, title: str = "per fold") -> Table:
     for column in ("run", "fold", "seed", "test", "best epoch", "WA %", "UA %", "marks"):
         table.add_column(column, justify="right" if column.endswith("%") or column == "best epoch" else "left")
     for row in report["rows"]:
-        table.add_row(Path(str(row["run"])).name, row["fold"], str(row.get("seed", "-")), " ".join(row["test"] or []),
-                      str(row["best_epoch"]), f"{100 * row['wa']:.2f}", f"{100 * row['ua']:.2f}",
+        seed = row.get("seed")
+        table.add_row(Path(str(row["run"])).name, row["fold"], "-" if seed is None else str(seed),
+                      " ".join(row["test"] or []),
+                      "-" if row.get("best_epoch") is None else str(row["best_epoch"]), f"{100 * row['wa']:.2f}", f"{100 * row['ua']:.2f}",
                       ", ".join(row.get("marks") or []))
     return table
 
