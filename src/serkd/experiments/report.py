@@ -447,7 +447,8 @@ def fold_table(report: dict, title: str = "per fold") -> Table:
         seed = row.get("seed")
         table.add_row(Path(str(row["run"])).name, row["fold"], "-" if seed is None else str(seed),
                       " ".join(row["test"] or []),
-                      "-" if row.get("best_epoch") is None else str(row["best_epoch"]), f"{100 * row['wa']:.2f}", f"{100 * row['ua']:.2f}",
+                      "-" if row.get("best_epoch") is None else str(row["best_epoch"]),
+                      f"{100 * row['wa']:.2f}", f"{100 * row['ua']:.2f}",
                       ", ".join(row.get("marks") or []))
     return table
 
