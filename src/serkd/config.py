@@ -133,14 +133,10 @@ class _Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path):
+        from serkd.io import read_yaml
+
         path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise SerkdError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise SerkdError(f"{path}: not valid YAML ({first})") from None
+        values = read_yaml(path, "config")
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

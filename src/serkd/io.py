@@ -86,6 +86,21 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None], suffix: 
         writer(tmp)
 
 
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """A YAML file's content ({} when empty); one-line SerkdError naming the file when unreadable."""
+    import yaml
+
+    from serkd.errors import SerkdError
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SerkdError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SerkdError(f"{path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -20,11 +20,10 @@ from functools import cache
 import numpy as np
 
 from serkd.data.audio import SAMPLE_RATE, load_audio
-from serkd.data.cache import cache_root
+from serkd.data.cache import NpyCache, cache_root
 from serkd.data.features import per_utterance
 from serkd.data.manifest import Manifest
 from serkd.errors import SerkdError
-from serkd.io import atomic_path
 
 EGEMAPS_VERSION = 1  # bump when the computation changes: old cache entries are then never read
 N_FEATURES = 88
@@ -69,30 +68,14 @@ def extract(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return values
 
 
-class EgemapsCache:
+class EgemapsCache(NpyCache):
     """``<cache>/egemaps/<key>/<audio sha1>.npy``; counts computed vs. reused entries."""
 
     def __init__(self, root=None):
-        self.folder = (root or cache_root() / "egemaps") / feature_key()
-        self.computed = 0
-        self.reused = 0
+        super().__init__((root or cache_root() / "egemaps") / feature_key(), lambda v: v.shape == (N_FEATURES,))
 
     def get(self, path, audio_hash: str) -> np.ndarray:
-        entry = self.folder / f"{audio_hash}.npy"
-        if entry.is_file():
-            try:
-                values = np.load(entry, allow_pickle=False)
-                if values.shape == (N_FEATURES,):
-                    self.reused += 1
-                    return values
-            except (OSError, ValueError):
-                pass  # a damaged entry is recomputed
-        values = extract(load_audio(path, SAMPLE_RATE))
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as handle:
-            np.save(handle, values, allow_pickle=False)
-        self.computed += 1
-        return values
+        return self.get_or_compute(audio_hash, lambda: extract(load_audio(path, SAMPLE_RATE)))
 
 
 def egemaps_matrix(manifest: Manifest, skip_bad: bool = False, progress: Callable[[int], None] | None = None

@@ -19,10 +19,9 @@ import librosa
 import numpy as np
 
 from serkd.data.audio import SAMPLE_RATE, load_audio
-from serkd.data.cache import cache_root
+from serkd.data.cache import NpyCache, cache_root
 from serkd.data.manifest import CorpusProblems, Manifest, Utterance
 from serkd.errors import BadInputError, SerkdError
-from serkd.io import atomic_path
 
 T = TypeVar("T")
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then never read
@@ -91,30 +90,16 @@ def compute_features(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
     ).astype(np.float32)
 
 
-class FeatureCache:
+class FeatureCache(NpyCache):
     """``<cache>/features/<config key>/<audio sha1>.npy``; counts computed vs. reused entries."""
 
     def __init__(self, config: FeatureConfig, root=None):
+        super().__init__((root or cache_root() / "features") / config.key())
         self.config = config
-        self.folder = (root or cache_root() / "features") / config.key()
-        self.computed = 0
-        self.reused = 0
 
     def get(self, path, audio_hash: str) -> np.ndarray:
-        entry = self.folder / f"{audio_hash}.npy"
-        if entry.is_file():
-            try:
-                features = np.load(entry, allow_pickle=False)
-                self.reused += 1
-                return features
-            except (OSError, ValueError):
-                pass  # a damaged entry is recomputed
-        features = compute_features(load_audio(path, self.config.sample_rate), self.config)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as handle:
-            np.save(handle, features, allow_pickle=False)
-        self.computed += 1
-        return features
+        return self.get_or_compute(audio_hash, lambda: compute_features(load_audio(path, self.config.sample_rate),
+                                                                         self.config))
 
 
 def feature_matrix(

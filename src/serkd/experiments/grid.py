@@ -38,7 +38,7 @@ import yaml
 from serkd.config import EGEMAPS_MODEL, ConfigError, RunConfig, TeacherConfig
 from serkd.errors import SerkdError
 from serkd.experiments.store import DB_NAME, ResultsStore
-from serkd.io import atomic_write_text, try_lock
+from serkd.io import atomic_write_text, read_yaml, try_lock
 from serkd.train.events import Emitter, Event, OnEvent
 
 # the grid sets these per unit: a `train:` block may not
@@ -67,13 +67,7 @@ class GridSpec:
     @classmethod
     def from_yaml(cls, path: str | Path) -> GridSpec:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise SerkdError(f"{path}: cannot read grid ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise SerkdError(f"{path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_yaml(path, "grid"), str(path))
 
     @classmethod
     def from_dict(cls, data: dict, source: str | None = None) -> GridSpec:
