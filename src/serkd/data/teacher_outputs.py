@@ -146,7 +146,8 @@ def utterance_hashes(manifest) -> dict[str, str]:
     return {u.utt_id: by_path[str(u.path)] for u in manifest.utterances}
 
 
-def stale_utterances(store: Path, fold_name: str, manifest, data_hash: str) -> int | None:
+def stale_utterances(store: Path, fold_name: str, manifest, data_hash: str,
+                     hashes: dict[str, str] | None = None) -> int | None:
     """How many of the corpus' utterances have teacher outputs computed on other audio (0: none).
 
     Stores record each utterance's audio hash (``audio_sha1``, parallel to ``utt_ids``), so a student
@@ -157,7 +158,7 @@ def stale_utterances(store: Path, fold_name: str, manifest, data_hash: str) -> i
     recorded = meta.get("audio_sha1")
     if recorded and len(recorded) == len(meta.get("utt_ids", [])):
         teacher = dict(zip(meta["utt_ids"], recorded))
-        ours = utterance_hashes(manifest)
+        ours = hashes if hashes is not None else utterance_hashes(manifest)
         return sum(1 for utt, digest in ours.items() if utt in teacher and teacher[utt] != digest)
     if meta.get("data_hash"):
         return 0 if meta["data_hash"] == data_hash else len(manifest)

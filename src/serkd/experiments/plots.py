@@ -197,7 +197,7 @@ def write_plots(report: dict, folder: str | Path, tensorboard: bool = True) -> l
 def write_tensorboard(rows: list[dict], folder: str | Path) -> list[Path]:
     """One event-file folder per (run, fold, seed) with its per-epoch ``train_loss``, ``valid_ua``, ``valid_wa``,
     ``lr`` and the test WA/UA at the chosen epoch; ``tensorboard --logdir DIR/tensorboard`` compares them."""
-    from torch.utils.tensorboard import SummaryWriter
+    from serkd.train.results import write_curves
 
     folder = Path(folder)
     written, used = [], set()
@@ -211,12 +211,6 @@ def write_tensorboard(rows: list[dict], folder: str | Path) -> list[Path]:
             k += 1
             unit = base.with_name(f"{base.name}_{k}")
         used.add(unit)
-        with SummaryWriter(str(unit)) as writer:
-            for record in row["history"]:
-                for key in ("train_loss", "valid_ua", "valid_wa", "lr"):
-                    if record.get(key) is not None:
-                        writer.add_scalar(key, record[key], record["epoch"])
-            writer.add_scalar("test_wa_at_best", row["wa"], row.get("best_epoch") or 0)
-            writer.add_scalar("test_ua_at_best", row["ua"], row.get("best_epoch") or 0)
+        write_curves(unit, row)
         written.append(unit)
     return written

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 MARK_TEST_SELECTED = "test-selected"
@@ -75,3 +76,19 @@ class FoldResult:
                 else:
                     known[f.name] = None
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+
+def write_curves(folder: str | Path, row: dict[str, Any], step: int | None = None) -> None:
+    """TensorBoard curves of one fold result (``FoldResult.to_json()``): its per-epoch train loss, validation
+    WA/UA and learning rate, and the test WA/UA at the chosen epoch (at ``step``, default the best epoch).
+    Written once a fold is done, so TensorBoard costs the training loop nothing."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    at = (row.get("best_epoch") or 0) if step is None else step
+    with SummaryWriter(str(folder)) as writer:
+        for record in row.get("history") or []:
+            for key in ("train_loss", "valid_ua", "valid_wa", "lr"):
+                if record.get(key) is not None:
+                    writer.add_scalar(key, record[key], record["epoch"])
+        writer.add_scalar("test_wa_at_best", row["wa"], at)
+        writer.add_scalar("test_ua_at_best", row["ua"], at)

@@ -41,7 +41,7 @@ from serkd.train.events import Emitter, EpochClock, Event, OnEvent
 from serkd.train.fold import RUN_FILE, check_run_folder, clear_run, load_manifest, record_run, run_folds
 from serkd.train.loop import fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
-from serkd.train.results import FoldResult
+from serkd.train.results import FoldResult, write_curves
 
 
 @dataclass
@@ -139,7 +139,8 @@ def plan(config: RunConfig, emit: Emitter | None = None) -> Plan:
     data_hash = manifest.data_hash()
     teacher_meta = {}
     if config.teacher and getattr(loss_fn, "needs_teacher", False):
-        teacher_meta = {f.name: check_teacher_fold(config, manifest, f, data_hash, emit) for f in folds}
+        hashes = teacher_outputs.utterance_hashes(manifest)  # read once, compared with every fold's store
+        teacher_meta = {f.name: check_teacher_fold(config, manifest, f, data_hash, emit, hashes) for f in folds}
         if getattr(loss_fn, "needs_embeddings", False):
             for f in folds:  # a logit-only store is refused before any feature is computed
                 outputs = teacher_outputs.read_fold(Path(config.teacher), f.name)
@@ -149,7 +150,8 @@ def plan(config: RunConfig, emit: Emitter | None = None) -> Plan:
     return Plan(config, manifest, folds, feature_config, loss_fn, data_hash, teacher_meta)
 
 
-def check_teacher_fold(config: RunConfig, manifest: Manifest, fold: Fold, data_hash: str, emit: Emitter) -> dict:
+def check_teacher_fold(config: RunConfig, manifest: Manifest, fold: Fold, data_hash: str, emit: Emitter,
+                       hashes: dict[str, str] | None = None) -> dict:
     """The store's metadata for ``fold`` once it passed every check (labels, leak, data)."""
     store = Path(config.teacher)
     meta = teacher_outputs.read_meta(store, fold.name)
@@ -165,7 +167,7 @@ def check_teacher_fold(config: RunConfig, manifest: Manifest, fold: Fold, data_h
     if leaked:
         emit.note(f"fold {fold.name}: teacher saw test speaker(s) {', '.join(leaked)}: results marked leaky-teacher",
                   fold.name)
-    stale = teacher_outputs.stale_utterances(store, fold.name, manifest, data_hash) or 0
+    stale = teacher_outputs.stale_utterances(store, fold.name, manifest, data_hash, hashes) or 0
     if stale and not config.allow_stale_teacher:
         raise SerkdError(f"{store / fold.name}: teacher outputs were computed on other audio ({stale} of "
                          f"{len(manifest)} utterances changed; teacher data hash {meta.get('data_hash')}, corpus "
@@ -262,7 +264,9 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     seconds = time.perf_counter() - started
     test_pred = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
     best = result.history[result.best_epoch - 1]
-    git_commit = provenance()["git_commit"]
+    record = provenance()  # git runs in a subprocess: once per fold
+    git_commit = record["git_commit"]
+    features_json = FeatureConfig(config.features, config.crop_length).to_json()
     fold_result = shared.base_result(
         manifest, fold, parts, test_pred, absent_test, student=config.student,
         method="teacher" if store else config.method,
@@ -275,8 +279,8 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
         extra={"recipe": config.recipe, "epochs_run": len(result.history)})
     save_checkpoint(fold_dir, model, {
         "model": config.student, "model_options": config.model_options(), "labels": manifest.labels,
-        "features": FeatureConfig(config.features, config.crop_length).to_json(), "fold": fold.to_json(),
-        "config": config.to_dict(), "data_hash": data.data_hash, "provenance": provenance(),
+        "features": features_json, "fold": fold.to_json(),
+        "config": config.to_dict(), "data_hash": data.data_hash, "provenance": record,
         "best_epoch": result.best_epoch,
     })
     if store:
@@ -285,14 +289,13 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
         teacher_outputs.write_fold(Path(store), fold.name, [u.utt_id for u in manifest.utterances], all_logits,
                                    shared.teacher_meta(fold, manifest, config, data.data_hash, key, best,
                                                        teacher=config.student, best_epoch=result.best_epoch,
-                                                       features=FeatureConfig(config.features,
-                                                                              config.crop_length).to_json(),
+                                                       features=features_json,
                                                        git_commit=git_commit,
                                                        embedding_dim=int(embeddings.shape[1]) if embeddings is not None
                                                        else None),
                                    embeddings=embeddings)
     if config.tensorboard:
-        _write_curves(out / "tensorboard" / fold.name, result.history, fold_result.wa, fold_result.ua)
+        write_curves(out / "tensorboard" / fold.name, fold_result.to_json(), step=0)
     shared.write_result(fold_dir, fold_result)
     emit.info(shared.done_line(fold_result), fold.name)
     emit(Event("fold_done", fold=fold.name, data={"result": fold_result, "cached": False}))
@@ -323,15 +326,3 @@ def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = Fa
 
         train_final(config, data, on_event, overwrite)
     return results
-
-
-def _write_curves(folder: Path, history: list[dict], test_wa: float, test_ua: float) -> None:
-    """Curves are written once the fold is done, so TensorBoard costs the training loop nothing."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(folder)) as writer:
-        for record in history:
-            for key in ("train_loss", "valid_wa", "valid_ua", "lr"):
-                writer.add_scalar(key, record[key], record["epoch"])
-        writer.add_scalar("test_wa_at_best", test_wa, 0)
-        writer.add_scalar("test_ua_at_best", test_ua, 0)
