@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, ClassVar
 import yaml
 
 from serkd.errors import SerkdError
+from serkd.hashing import stable_hash
 
 SELECT_CHOICES = ("valid", "test")
 SCHEDULE_CHOICES = ("step", "cosine")
@@ -155,7 +154,7 @@ class _Config:
                                                                                                       f.name))}
 
     def config_hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.hashed_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return stable_hash(self.hashed_dict())
 
     # ------------------------------------------------------------------ checking
     def validate(self) -> None:

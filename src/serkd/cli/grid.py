@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from serkd.cli.render import EventRenderer, print_json, stderr, stdout
+from serkd.layout import DB_NAME
 from serkd.train.events import Event
 
 
@@ -88,7 +89,7 @@ def _show_plan(events: list[Event], as_json: bool, summary) -> None:
 def show_results(out: Path) -> None:
     from serkd.cli.report import show_report
 
-    show_report([out / "results.db"])
+    show_report([out / DB_NAME])
 
 
 def cmd_search(args) -> None:

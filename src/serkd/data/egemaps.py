@@ -12,8 +12,6 @@ sample rate and the opensmile version, so another extractor never reads these en
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from functools import cache
 
@@ -24,6 +22,7 @@ from serkd.data.cache import NpyCache, cache_root
 from serkd.data.features import per_utterance
 from serkd.data.manifest import Manifest
 from serkd.errors import SerkdError
+from serkd.hashing import stable_hash
 
 EGEMAPS_VERSION = 1  # bump when the computation changes: old cache entries are then never read
 N_FEATURES = 88
@@ -45,7 +44,7 @@ def feature_set() -> dict:
 
 
 def feature_key() -> str:
-    return hashlib.sha1(json.dumps(feature_set(), sort_keys=True).encode()).hexdigest()[:12]
+    return stable_hash(feature_set(), 12)
 
 
 @cache

@@ -9,8 +9,6 @@ samples, (x - mean) / sqrt(var + 1e-7); zero-pad at the end to ``length``. Then
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
@@ -22,6 +20,7 @@ from serkd.data.audio import SAMPLE_RATE, load_audio
 from serkd.data.cache import NpyCache, cache_root
 from serkd.data.manifest import CorpusProblems, Manifest, Utterance
 from serkd.errors import BadInputError, SerkdError
+from serkd.hashing import stable_hash
 
 T = TypeVar("T")
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then never read
@@ -52,7 +51,7 @@ class FeatureConfig:
         return {**asdict(self), "version": FEATURE_VERSION}
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash(self.to_json(), 12)
 
     def shape(self) -> tuple[int, int]:
         return compute_features(np.ones(self.length, dtype=np.float32), self).shape

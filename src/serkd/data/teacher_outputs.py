@@ -15,8 +15,6 @@ or the pooled vector. Layered stores also carry meta ``embedding_layers`` (L).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from serkd.errors import SerkdError
+from serkd.hashing import stable_hash
 from serkd.io import atomic_write_json, atomic_write_with, read_json
 
 OUTPUTS = "outputs.safetensors"
@@ -109,7 +108,7 @@ def read_meta(store: Path, fold_name: str) -> dict:
 
 def config_hash(config: dict) -> str:
     """Identity of what produced a fold's outputs (model, version, hyper-parameters, fold speakers)."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(config)
 
 
 def cached(store: Path, fold_name: str, config_key: str, data_hash: str) -> dict | None:

@@ -29,14 +29,14 @@ from serkd.data.store import feature_store
 from serkd.errors import SerkdError
 from serkd.experiments.report import GROUP_KEYS, summarise
 from serkd.io import read_json
+from serkd.layout import FINAL, RESULTS
 from serkd.train.checkpoint import META, load_checkpoint
 from serkd.train.events import Emitter, OnEvent
 from serkd.train.loop import pick_device, predict_logits
 from serkd.train.metrics import confusion, wa_ua
-from serkd.train.results import RESULTS, FoldResult
+from serkd.train.results import FoldResult
 
 MARK_CROSS_CORPUS = "cross-corpus"
-FINAL = "final"
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:

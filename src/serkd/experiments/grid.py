@@ -27,8 +27,6 @@ Layout of ``OUT``: ``grid.yaml`` (the resolved spec), ``results.db``, ``teacher/
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +35,10 @@ import yaml
 
 from serkd.config import EGEMAPS_MODEL, ConfigError, RunConfig, TeacherConfig
 from serkd.errors import SerkdError
-from serkd.experiments.store import DB_NAME, ResultsStore
+from serkd.experiments.store import ResultsStore
+from serkd.hashing import stable_hash
 from serkd.io import atomic_write_text, read_yaml, try_lock
+from serkd.layout import DB_NAME
 from serkd.train.events import Emitter, Event, OnEvent
 
 # the grid sets these per unit: a `train:` block may not
@@ -191,14 +191,14 @@ def _needs_teacher(method: str, params: dict) -> bool:
 
 
 def unit_name(student: str, features: str, method: str, params: dict, seed: int) -> str:
-    tag = f"-{hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]}" if params else ""
+    tag = f"-{stable_hash(params, 6)}" if params else ""
     return f"{student}-{features}-{method}{tag}-seed{seed}".replace("/", "_")
 
 
 def unit_key(config: dict, fold: str, data_hash: str, teacher_key: str | None, kind: str) -> str:
     payload = {"config": {k: v for k, v in config.items() if k not in ("folds", "out", "threads", "device")},
                "fold": fold, "data_hash": data_hash, "teacher": teacher_key, "kind": kind}
-    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(payload)
 
 
 @dataclass

@@ -29,10 +29,9 @@ from rich.table import Table
 
 from serkd.errors import SerkdError
 from serkd.io import read_json
-from serkd.train.results import RESULTS, FoldResult
+from serkd.layout import DB_NAME, RESULTS, RUN_FILE
+from serkd.train.results import FoldResult
 
-RUN_FILE = "run.json"  # serkd.train.fold.RUN_FILE; not imported: experiments/ reads what train/ wrote
-DB_NAME = "results.db"
 ROW_KEYS = ("fold", "test", "valid", "wa", "ua", "valid_wa", "valid_ua", "best_epoch", "epochs", "selection",
             "marks", "n_train", "n_valid", "n_test", "absent_test_classes", "corpus", "student", "method",
             "method_params", "features", "teacher", "seed", "role", "labels", "confusion", "history", "data_hash",

@@ -20,8 +20,6 @@ total.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -32,7 +30,9 @@ import numpy as np
 from serkd.config import ConfigError
 from serkd.errors import SerkdError
 from serkd.experiments.grid import GridSpec, execute, lock, plan, precompute_features
-from serkd.experiments.store import DB_NAME, ResultsStore
+from serkd.experiments.store import ResultsStore
+from serkd.hashing import stable_hash
+from serkd.layout import DB_NAME
 from serkd.train.events import Emitter, OnEvent
 from serkd.train.results import MARK_SEARCH_SELECTED
 
@@ -91,7 +91,7 @@ def _is_range(space: list) -> bool:
 
 
 def _trial_dir(out: Path, params: dict) -> str:
-    tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    tag = stable_hash(params, 10)
     return str(out / "search" / tag)
 
 

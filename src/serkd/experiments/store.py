@@ -21,7 +21,6 @@ from typing import Any
 
 from serkd.errors import SerkdError
 
-DB_NAME = "results.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
     key TEXT PRIMARY KEY,

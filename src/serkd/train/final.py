@@ -30,14 +30,13 @@ from serkd.config import ConfigError, RunConfig
 from serkd.data.features import FeatureConfig
 from serkd.errors import SerkdError
 from serkd.io import read_json
+from serkd.layout import FINAL, RESULTS
 from serkd.train import fold as shared
 from serkd.train.checkpoint import META, save_checkpoint
 from serkd.train.events import Emitter, EpochClock, OnEvent
 from serkd.train.loop import fit, pick_device
 from serkd.train.provenance import provenance
-from serkd.train.results import RESULTS, FoldResult
-
-FINAL = "final"
+from serkd.train.results import FoldResult
 
 
 def cv_scores(out: str | Path) -> dict:

@@ -20,14 +20,12 @@ from serkd.data.manifest import Manifest
 from serkd.data.protocol import Fold, pick_folds, select_on_test
 from serkd.errors import SerkdError
 from serkd.io import atomic_write_json, atomic_write_text, locked, read_json
+from serkd.layout import CONFIG_FILE, FINAL, RESULTS, RUN_FILE
 from serkd.train.events import Emitter
 from serkd.train.loop import pick_device
 from serkd.train.metrics import confusion, wa_ua
 from serkd.train.provenance import provenance
-from serkd.train.results import MARK_LEAKY_TEACHER, MARK_STALE_TEACHER, MARK_TEST_SELECTED, RESULTS, FoldResult
-
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
+from serkd.train.results import MARK_LEAKY_TEACHER, MARK_STALE_TEACHER, MARK_TEST_SELECTED, FoldResult
 
 
 def load_manifest(config) -> Manifest:
@@ -82,7 +80,7 @@ def record_run(out: Path, config, data, role: str, features: dict | None = None,
 
 def clear_run(out: Path) -> None:
     """Start a run folder over: its records and fold folders go, anything else in it stays."""
-    for name in (RUN_FILE, CONFIG_FILE, "tensorboard", "final"):
+    for name in (RUN_FILE, CONFIG_FILE, "tensorboard", FINAL):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)

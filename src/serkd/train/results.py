@@ -21,7 +21,6 @@ MARK_TEST_SELECTED = "test-selected"
 MARK_LEAKY_TEACHER = "leaky-teacher"
 MARK_STALE_TEACHER = "stale-teacher"
 MARK_SEARCH_SELECTED = "search-selected"  # parameters chosen by serkd search on validation UA
-RESULTS = "results.json"
 
 
 @dataclass

@@ -35,10 +35,11 @@ from serkd.data.manifest import Manifest
 from serkd.data.protocol import Fold, fold_indices, pick_folds
 from serkd.data.store import MappedFeatures, feature_store
 from serkd.errors import SerkdError
+from serkd.layout import RUN_FILE
 from serkd.train import fold as shared
 from serkd.train.checkpoint import save_checkpoint
 from serkd.train.events import Emitter, EpochClock, Event, OnEvent
-from serkd.train.fold import RUN_FILE, check_run_folder, clear_run, load_manifest, record_run, run_folds
+from serkd.train.fold import check_run_folder, clear_run, load_manifest, record_run, run_folds
 from serkd.train.loop import fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
 from serkd.train.results import FoldResult, write_curves
