@@ -68,6 +68,10 @@ class EgemapsTeacherConfig(TeacherConfig):
             if not grid or not all(c > 0 for c in grid):
                 raise ConfigError("c_grid", f"expected a comma list of positive numbers, got {self.c_grid!r}")
 
+    def derived_values(self) -> dict:
+        return {**super().derived_values(), **({"c_grid": ",".join(f"{c:g}" for c in C_GRID)} if not self.c_grid
+                                               else {})}
+
     def grid(self) -> tuple[float, ...]:
         return tuple(float(c) for c in self.c_grid.split(",")) if self.c_grid else C_GRID
 
