@@ -77,6 +77,32 @@ def test_printed_config_trains_bit_identical_results(tiny_synth, tmp_path, capsy
     assert saved["method_params"] == {"label_smoothing": 0.1} and saved["epochs"] == 2
 
 
+def test_print_config_shows_the_values_used_and_reads_back_as_the_same_run(tiny_synth, tmp_path, capsys):
+    where = ["--corpus", "synth", "--root", tiny_synth, "--out", tmp_path / "t"]
+    code, out, _ = run_cli(["teacher", "train", "--model", "lightsernet", *where, "--print-config"], capsys)
+    assert code == 0 and "\nepochs: 100\n" in out and "\nlength: null  # resolved: 24000\n" in out
+    flags = TeacherConfig(model="lightsernet", corpus="synth", root=str(tiny_synth), out=str(tmp_path / "t"))
+    assert TeacherConfig.from_dict(yaml.safe_load(out)) == flags  # the same config: its folds are reused
+    code, out, _ = run_cli(["teacher", "train", "--model", "egemaps", *where, "--print-config"], capsys)
+    assert code == 0 and "c_grid: null  # resolved: 0.001,0.01,0.1,1,10" in out and "epochs" not in out
+    code, out, _ = run_cli(["train", *where, "--recipe", "strong", "--epochs", "5", "--print-config"], capsys)
+    printed = yaml.safe_load(out)
+    assert code == 0 and printed["schedule"] == "cosine" and printed["time_shift"] == 1.0 and printed["epochs"] == 5
+    assert printed["warmup_epochs"] == 1.0 and "length: null  # resolved: 24000" in out
+    strong = RunConfig(corpus="synth", root=str(tiny_synth), out=str(tmp_path / "t"), recipe="strong", epochs=5)
+    assert RunConfig.from_dict(printed).resolved().config_hash() == strong.resolved().config_hash()
+
+
+def test_help_of_flags_that_turn_an_option_off_says_what_the_flag_does(capsys):
+    code, out, _ = run_cli(["teacher", "train", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    assert "--train-feature-encoder [wavlm] fine-tune the CNN feature encoder too (default: it stays frozen)" in text
+    assert "--no-bf16 [wavlm] no bf16 autocast on CUDA" in text
+    assert "--epochs EPOCHS [cnn, wavlm] training epochs (default: 100 cnn, 20 wavlm)" in text
+    assert "--c-grid C_GRID [egemaps] comma list" in text
+
+
 def test_rerun_resumes_and_overwrite_starts_over(tiny_synth, tmp_path, capsys):
     argv = ["train", *COMMON, "--folds", "0", "--root", tiny_synth, "--out", tmp_path / "r"]
     assert run_cli(argv, capsys)[0] == 0

@@ -14,7 +14,7 @@ from serkd.config import ConfigError, RunConfig, TeacherConfig
 from serkd.data import teacher_outputs
 from serkd.data.corpora import load_corpus
 from serkd.data.protocol import fold_indices
-from serkd.train import teacher_egemaps
+from serkd.train.teachers import egemaps as teacher_egemaps
 from serkd.train.teachers import teacher_kind, train_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

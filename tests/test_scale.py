@@ -125,6 +125,8 @@ def test_train_final_after_folds_and_export(tiny_synth, tmp_path, capsys, one_to
             "--out", out]
     code, _, err = run_cli([*base, "--folds", "0,1", "--final"], capsys)
     assert code == 0, err
+    final_epochs = [line for line in err.splitlines() if line.startswith("final lightsernet/ce epoch")]
+    assert final_epochs and all("no held-out speakers" in line and "UA" not in line for line in final_epochs)
     meta = json.loads((out / "final" / "checkpoint.json").read_text())
     folds = [json.loads((out / f / "results.json").read_text()) for f in ("spk00", "spk01")]
     best = sorted(f["best_epoch"] for f in folds)

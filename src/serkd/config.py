@@ -3,11 +3,23 @@
     config = RunConfig(corpus="synth", root="data/synth", method="ckd", teacher="teachers/cnn", out="runs/ckd")
     config = RunConfig.from_yaml("run.yaml")          # unknown keys: one line naming the key and the file
     config.validate()                                 # messages name fields: "batch_size: must be at least 1"
+    teacher = TeacherConfig(model="egemaps", corpus="synth", root="data/synth", out="teachers/egemaps")
 
-Every default is written here once. The CLI builds its flags from these fields (``--batch-size`` for
-``batch_size``; help text and defaults from the field metadata) and maps field names back to flag
-names in its messages; the library never knows about flags. Each run folder keeps its resolved config
-as ``config.yaml``: ``serkd train --config RUN_DIR/config.yaml`` repeats the run.
+The classes, each field (its default, help, choices, whether it changes results) written once:
+
+- :class:`Config`: what every run has (the corpus, the protocol, the seed, where it goes);
+- :class:`TrainingConfig`: a network trained epoch by epoch on a device (the seed's optimiser defaults);
+- :class:`SpectrogramConfig`: a registered student or timm model on mel/MFCC features;
+- :class:`RunConfig`: a student run (KD method, teacher store, training recipe);
+- :class:`TeacherConfig`: a teacher run; each teacher kind owns its subclass in its own file
+  (``serkd/train/teachers/<kind>.py``). ``TeacherConfig(model=..., ...)`` and ``TeacherConfig.from_dict``
+  build the config of the kind ``model`` names (as ``pathlib.Path`` builds a ``PosixPath``), and refuse a
+  field of another kind in one line naming it.
+
+The library never knows about flags: the CLI builds them from these fields (``cli/config_args.py``:
+flag names and argparse actions live there) and maps field names back to flags in its messages. Each
+run folder keeps its resolved config as ``config.yaml``: ``serkd train --config RUN_DIR/config.yaml``
+repeats the run.
 
 Fields marked ``hashed=False`` (where the data lies, the device, threads, which folds this call
 trains, TensorBoard) change no result: they stay out of the config hash that decides whether a
@@ -16,7 +28,6 @@ fold's finished result can be reused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
@@ -30,6 +41,10 @@ from serkd.hashing import stable_hash
 
 SELECT_CHOICES = ("valid", "test")
 SCHEDULE_CHOICES = ("step", "cosine")
+# The seed's training (Adam, StepLR stepped per batch): the defaults of every network trained here from
+# scratch, students and CNN teachers alike (train/loop.py's FitConfig reads them too)
+SEED_TRAINING: dict[str, Any] = {"epochs": 100, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4,
+                                 "step_size": 300, "gamma": 0.9}
 # Student training recipes: ``seed`` is the paper's (every option off, bit-identical to serkd before recipes
 # existed); ``strong`` turns on what lifted students on speech (benchmarks/bench_recipe.py). A field the user
 # sets explicitly wins over the preset: the recipe fields default to None, "the recipe's value".
@@ -39,9 +54,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "strong": {"time_shift": 1.0, "freq_masks": 2, "freq_mask_width": 0.15, "time_masks": 2, "time_mask_width": 0.1,
                "mixup": 0.0, "balanced_sampling": True, "schedule": "cosine", "warmup_epochs": 2.0, "patience": 0},
 }
-# serkd train's defaults (the seed's) suit a CNN trained from scratch; fine-tuning a transformer wants these
-WAVLM_DEFAULTS = {"epochs": 20, "batch_size": 8, "lr": 5e-5, "weight_decay": 1e-2}
-EGEMAPS_MODEL = "egemaps"  # TeacherConfig.model of the classical baseline teacher (train/teacher_egemaps.py)
 
 
 class ConfigError(SerkdError):
@@ -54,13 +66,19 @@ class ConfigError(SerkdError):
         super().__init__(f"{source + ': ' if source else ''}{field_name}: {problem}")
 
 
-def _meta(help: str, *, hashed: bool | str = True, choices=None, flag: str | None = None, metavar: str | None = None,
-          action: str | None = None) -> dict:
-    """Field metadata the CLI reads: help, whether it changes results, choices (a callable: read late).
+def meta(help: str, *, hashed: bool | str = True, choices=None) -> dict:
+    """A field's metadata: its help, whether it changes results, its choices (a callable: read late).
 
     ``hashed="unless-default"``: a field added after runs existed enters the hash only when set, so the
     folds of older runs keep their keys (and are reused, not retrained)."""
-    return {"help": help, "hashed": hashed, "choices": choices, "flag": flag, "metavar": metavar, "action": action}
+    return {"help": help, "hashed": hashed, "choices": choices}
+
+
+def with_default(cls, name: str, default: Any):
+    """``cls``'s field ``name`` (its help and choices) with another default, for a subclass that trains
+    with other defaults (a WavLM teacher fine-tunes for 20 epochs, not 100)."""
+    base = next(f for f in fields(cls) if f.name == name)
+    return field(default=default, metadata=base.metadata)
 
 
 def _corpora() -> list[str]:
@@ -82,35 +100,23 @@ def _methods() -> list[str]:
 
 
 @dataclass(kw_only=True)
-class _Config:
-    """Fields shared by student and teacher runs: the corpus, the protocol, the optimiser, where it goes."""
+class Config:
+    """Fields every run has (students and every teacher kind): the corpus, the protocol, where it goes."""
 
-    corpus: str = field(default="", metadata=_meta("corpus kind", choices=_corpora))
-    root: str = field(default="", metadata=_meta("corpus folder (csv: the CSV file)", hashed=False))
-    corpus_options: dict = field(default_factory=dict, metadata=_meta(
-        "corpus options (csv: labels, speakers_per_fold), KEY=VALUE", flag="--corpus-option", metavar="KEY=VALUE"))
-    out: str = field(default="", metadata=_meta("run folder", hashed=False))
-    features: str = field(default="mel", metadata=_meta("input features", choices=_feature_kinds))
-    length: int | None = field(default=None, metadata=_meta(
-        "crop/pad length in samples (default: the corpus' seed value)"))
-    epochs: int = field(default=100, metadata=_meta("training epochs"))
-    batch_size: int = field(default=16, metadata=_meta("batch size"))
-    lr: float = field(default=1e-3, metadata=_meta("learning rate"))
-    weight_decay: float = field(default=1e-4, metadata=_meta("weight decay"))
-    seed: int = field(default=0, metadata=_meta("random seed (fixes results on CPU)"))
-    folds: str | None = field(default=None, metadata=_meta(
+    corpus: str = field(default="", metadata=meta("corpus kind", choices=_corpora))
+    root: str = field(default="", metadata=meta("corpus folder (csv: the CSV file)", hashed=False))
+    corpus_options: dict = field(default_factory=dict, metadata=meta(
+        "corpus options (csv: labels, speakers_per_fold), KEY=VALUE"))
+    out: str = field(default="", metadata=meta("run folder", hashed=False))
+    seed: int = field(default=0, metadata=meta("random seed (fixes results on CPU)"))
+    folds: str | None = field(default=None, metadata=meta(
         "comma list of fold indices or names (default: all)", hashed=False))
-    select: str = field(default="valid", metadata=_meta(
+    select: str = field(default="valid", metadata=meta(
         "choose the best epoch on validation speakers, or as the seed did on the test fold (results marked "
         "test-selected)", choices=lambda: list(SELECT_CHOICES)))
-    device: str = field(default="auto", metadata=_meta("auto, cpu, cuda, cuda:1, ...", hashed=False))
-    threads: int | None = field(default=None, metadata=_meta(
+    threads: int | None = field(default=None, metadata=meta(
         "torch CPU threads (default: torch's choice; give 1 per process when several run at once)", hashed=False))
-    skip_bad: bool = field(default=False, metadata=_meta("drop bad audio files instead of failing", hashed=False))
-    tensorboard: bool = field(default=False, metadata=_meta(
-        "write per-epoch curves to RUN_DIR/tensorboard", hashed=False))
-
-    kind: ClassVar[str] = "run"
+    skip_bad: bool = field(default=False, metadata=meta("drop bad audio files instead of failing", hashed=False))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -147,6 +153,15 @@ class _Config:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def resolved(self):
+        """The values this config runs with where a field left at None means "derived" (see subclasses)."""
+        return self
+
+    def derived_values(self) -> dict[str, Any]:
+        """Fields left at None that stand for a value derived at run time (``length``: the corpus' seed
+        length), with that value: what ``--print-config`` shows beside them."""
+        return {}
+
     def hashed_dict(self) -> dict[str, Any]:
         """The fields that change results (see the module docstring)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("hashed", True) is True
@@ -167,6 +182,28 @@ class _Config:
             raise ConfigError("root", "required")
         if not self.out:
             raise ConfigError("out", "required (the run folder)")
+        if self.select not in SELECT_CHOICES:
+            raise ConfigError("select", f"must be one of {', '.join(SELECT_CHOICES)}, not {self.select!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads", "must be at least 1")
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(Config):
+    """A network trained epoch by epoch on a device; the defaults are the seed's (:data:`SEED_TRAINING`)."""
+
+    length: int | None = field(default=None, metadata=meta(
+        "crop/pad length in samples (default: the corpus' seed value)"))
+    epochs: int = field(default=SEED_TRAINING["epochs"], metadata=meta("training epochs"))
+    batch_size: int = field(default=SEED_TRAINING["batch_size"], metadata=meta("batch size"))
+    lr: float = field(default=SEED_TRAINING["lr"], metadata=meta("learning rate"))
+    weight_decay: float = field(default=SEED_TRAINING["weight_decay"], metadata=meta("weight decay"))
+    device: str = field(default="auto", metadata=meta("auto, cpu, cuda, cuda:1, ...", hashed=False))
+    tensorboard: bool = field(default=False, metadata=meta(
+        "write per-epoch curves to RUN_DIR/tensorboard", hashed=False))
+
+    def validate(self) -> None:
+        super().validate()
         if self.epochs < 1:
             raise ConfigError("epochs", "must be at least 1")
         if self.batch_size < 1:
@@ -175,12 +212,8 @@ class _Config:
             raise ConfigError("lr", "must be positive")
         if self.weight_decay < 0:
             raise ConfigError("weight_decay", "must be non-negative")
-        if self.select not in SELECT_CHOICES:
-            raise ConfigError("select", f"must be one of {', '.join(SELECT_CHOICES)}, not {self.select!r}")
         if self.length is not None and self.length < 1:
             raise ConfigError("length", "must be a positive number of samples")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads", "must be at least 1")
         if self.device.startswith("cuda"):
             import torch
 
@@ -195,66 +228,75 @@ class _Config:
 
         return self.length or DEFAULT_LENGTH.get(self.corpus, 80000)
 
+    def derived_values(self) -> dict[str, Any]:
+        # length stays None in the config (its hash is what older runs were keyed by); the value it stands for
+        return {**super().derived_values(), **({"length": self.crop_length} if self.length is None else {})}
+
 
 @dataclass(kw_only=True)
-class RunConfig(_Config):
+class SpectrogramConfig(TrainingConfig):
+    """A registered student or timm model trained on mel/MFCC features (students, CNN teachers)."""
+
+    features: str = field(default="mel", metadata=meta("input features", choices=_feature_kinds))
+    student_params: dict = field(default_factory=dict, metadata=meta(
+        "model option, KEY=VALUE, repeatable (serkd students lists them)"))
+
+
+@dataclass(kw_only=True)
+class RunConfig(SpectrogramConfig):
     """A student run: one student per fold, trained with a KD method (``ce``: no teacher)."""
 
-    student: str = field(default="lightsernet", metadata=_meta("lightsernet or any timm model name"))
-    student_params: dict = field(default_factory=dict, metadata=_meta(
-        "student option, KEY=VALUE, repeatable (serkd students lists them)", flag="--student-param",
-        metavar="KEY=VALUE"))
-    method: str = field(default="ce", metadata=_meta("KD method (serkd methods lists them)", choices=_methods))
-    method_params: dict = field(default_factory=dict, metadata=_meta(
-        "KD method parameter, KEY=VALUE, repeatable", flag="--method-param", metavar="KEY=VALUE"))
-    step_size: int = field(default=300, metadata=_meta("StepLR step, in batches (the seed steps per batch)"))
-    gamma: float = field(default=0.9, metadata=_meta("StepLR decay factor"))
-    teacher: str | None = field(default=None, metadata=_meta(
+    student: str = field(default="lightsernet", metadata=meta("lightsernet or any timm model name"))
+    method: str = field(default="ce", metadata=meta("KD method (serkd methods lists them)", choices=_methods))
+    method_params: dict = field(default_factory=dict, metadata=meta("KD method parameter, KEY=VALUE, repeatable"))
+    step_size: int = field(default=SEED_TRAINING["step_size"], metadata=meta(
+        "StepLR step, in batches (the seed steps per batch)"))
+    gamma: float = field(default=SEED_TRAINING["gamma"], metadata=meta("StepLR decay factor"))
+    teacher: str | None = field(default=None, metadata=meta(
         "teacher outputs store (serkd teacher train/import-seed)"))
-    allow_leaky_teacher: bool = field(default=False, metadata=_meta(
+    allow_leaky_teacher: bool = field(default=False, metadata=meta(
         "distil from a teacher that saw the fold's test speakers (results marked leaky-teacher)"))
-    allow_stale_teacher: bool = field(default=False, metadata=_meta(
+    allow_stale_teacher: bool = field(default=False, metadata=meta(
         "distil from teacher outputs computed on other audio than the corpus' (results marked stale-teacher)"))
-    seed_softmax: bool = field(default=False, metadata=_meta(
+    seed_softmax: bool = field(default=False, metadata=meta(
         "Light-SERNet+ ends in a softmax as in the seed (losses then see probabilities); same as "
         "student_params seed_softmax=true"))
-    feature_dtype: str = field(default="float32", metadata=_meta(
+    feature_dtype: str = field(default="float32", metadata=meta(
         "storage of the memory-mapped feature store (float16 halves its size; rows are float32 in training)",
         hashed="unless-default", choices=lambda: ["float32", "float16"]))
-    final: bool = field(default=False, metadata=_meta(
+    final: bool = field(default=False, metadata=meta(
         "after the folds, train one model on every speaker for the median best epoch over the folds "
         "(RUN_DIR/final)", hashed=False))
     # the training recipe: None = the recipe's value (RECIPES); see train/augment.py and train/loop.py
-    recipe: str = field(default="seed", metadata=_meta(
+    recipe: str = field(default="seed", metadata=meta(
         "training recipe: seed (the paper's, every option below off) or strong (time shift, SpecAugment, "
         "class-balanced sampling, cosine schedule with warm-up); options given explicitly win over it",
         choices=lambda: list(RECIPES)))
-    time_shift: float | None = field(default=None, metadata=_meta(
+    time_shift: float | None = field(default=None, metadata=meta(
         "training only: roll each example's features in time by a random amount up to this fraction of the "
         "frames (1: any shift); a random crop that reuses the cached centre crop; evaluation is unshifted"))
-    freq_masks: int | None = field(default=None, metadata=_meta(
+    freq_masks: int | None = field(default=None, metadata=meta(
         "training only: SpecAugment frequency masks per example (robustness to spectral colouring)"))
-    freq_mask_width: float | None = field(default=None, metadata=_meta(
+    freq_mask_width: float | None = field(default=None, metadata=meta(
         "largest frequency mask, as a fraction of the feature bins"))
-    time_masks: int | None = field(default=None, metadata=_meta(
+    time_masks: int | None = field(default=None, metadata=meta(
         "training only: SpecAugment time masks per example (emotion must be read from the whole utterance)"))
-    time_mask_width: float | None = field(default=None, metadata=_meta(
+    time_mask_width: float | None = field(default=None, metadata=meta(
         "largest time mask, as a fraction of the frames"))
-    mixup: float | None = field(default=None, metadata=_meta(
+    mixup: float | None = field(default=None, metadata=meta(
         "mixup Beta(a, a) parameter, 0 off: inputs, labels (lam CE(y_a) + (1-lam) CE(y_b)) and the teacher's "
         "probabilities are mixed alike"))
-    balanced_sampling: bool | None = field(default=None, metadata=_meta(
+    balanced_sampling: bool | None = field(default=None, metadata=meta(
         "draw training examples with probability 1/class size (with replacement), so every class is seen "
-        "equally often: UA weighs classes equally", action=argparse.BooleanOptionalAction))
-    schedule: str | None = field(default=None, metadata=_meta(
+        "equally often: UA weighs classes equally"))
+    schedule: str | None = field(default=None, metadata=meta(
         "learning-rate schedule: step (the seed's StepLR, step_size/gamma) or cosine (to zero over the run, "
         "after a linear warm-up)", choices=lambda: list(SCHEDULE_CHOICES)))
-    warmup_epochs: float | None = field(default=None, metadata=_meta(
+    warmup_epochs: float | None = field(default=None, metadata=meta(
         "cosine: epochs of linear warm-up from zero (stabilises Adam's first steps and BatchNorm statistics)"))
-    patience: int | None = field(default=None, metadata=_meta(
+    patience: int | None = field(default=None, metadata=meta(
         "stop after this many epochs without a better validation UA, 0 never; the best epoch is kept"))
 
-    kind: ClassVar[str] = "student"
     RECIPE_FIELDS: ClassVar[tuple[str, ...]] = tuple(RECIPES["seed"])
 
     def resolved(self) -> RunConfig:
@@ -305,104 +347,57 @@ class RunConfig(_Config):
 
 
 @dataclass(kw_only=True)
-class TeacherConfig(_Config):
-    """A teacher run: a model trained per fold whose outputs for every utterance go to a store.
+class TeacherConfig(Config):
+    """A teacher run: a model fitted per fold whose outputs for every utterance go to a store.
 
-    ``model`` is a registered student or timm name (a CNN trained from scratch on ``features``), or a
-    WavLM checkpoint to fine-tune on waveforms (a hub id such as microsoft/wavlm-base-plus or a local
-    folder with config.json). ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` left at None take
-    the defaults of that kind (:meth:`resolved`).
+    The shared base of the teacher kinds' configs (each kind's file in ``serkd/train/teachers/`` owns its
+    subclass). Built from this class, ``TeacherConfig(model=..., ...)`` and :meth:`from_dict` return the
+    config of the kind ``model`` names: a registered student or timm name is a CNN trained from scratch,
+    a WavLM hub id or folder is fine-tuned, ``egemaps`` is openSMILE functionals + logistic regression.
+    A field another kind has but this one does not is refused in one line naming it.
     """
 
-    model: str = field(default="", metadata=_meta(
+    model: str = field(default="", metadata=meta(
         "a registered model or timm name (e.g. resnet18), a WavLM checkpoint to fine-tune: a hub id "
         "(microsoft/wavlm-base-plus) or a local folder with config.json, or egemaps (openSMILE eGeMAPSv02 "
         "functionals + logistic regression: no GPU)"))
-    epochs: int | None = field(default=None, metadata=_meta("training epochs (default: 100 CNN, 20 WavLM)"))
-    batch_size: int | None = field(default=None, metadata=_meta("batch size (default: 16 CNN, 8 WavLM)"))
-    lr: float | None = field(default=None, metadata=_meta(
-        "learning rate (default: 1e-3 CNN; 5e-5 WavLM, the transformer)"))
-    weight_decay: float | None = field(default=None, metadata=_meta("weight decay (default: 1e-4 CNN, 1e-2 WavLM)"))
-    student_params: dict = field(default_factory=dict, metadata=_meta(
-        "CNN teachers: model option, KEY=VALUE, repeatable", flag="--student-param", metavar="KEY=VALUE"))
-    # WavLM teachers only
-    revision: str | None = field(default=None, metadata=_meta("WavLM: hub revision (branch, tag or commit)"))
-    head_lr: float = field(default=5e-4, metadata=_meta("WavLM: learning rate of the new head"))
-    warmup: float = field(default=0.1, metadata=_meta("WavLM: linear warm-up, fraction of the optimiser steps"))
-    grad_accum: int = field(default=1, metadata=_meta("WavLM: batches per optimiser step"))
-    freeze_feature_encoder: bool = field(default=True, metadata=_meta(
-        "WavLM: keep the CNN feature encoder frozen", flag="--train-feature-encoder", action="store_false"))
-    bf16: bool = field(default=True, metadata=_meta(
-        "WavLM: bf16 autocast on CUDA", flag="--no-bf16", action="store_false"))
-    max_grad_norm: float = field(default=1.0, metadata=_meta("WavLM: gradient clipping norm"))
-    # eGeMAPS teachers only
-    c_grid: str | None = field(default=None, metadata=_meta(
-        "eGeMAPS: comma list of logistic-regression C values, the best on the validation speakers' UA is kept "
-        "(default: 0.001,0.01,0.1,1,10)"))
-    crossfit: bool = field(default=False, metadata=_meta(
-        "eGeMAPS: give each training speaker's utterances the outputs of a model fitted without that speaker "
-        "(still only on the fold's training speakers): in-sample outputs are near one-hot, so KD from them "
-        "carries little beyond the labels; validation and test utterances keep the full model's outputs"))
 
-    kind: ClassVar[str] = "teacher"
-    WAVLM_ONLY: ClassVar[tuple[str, ...]] = ("revision", "head_lr", "warmup", "grad_accum", "freeze_feature_encoder",
-                                             "bf16", "max_grad_norm")
-    # what a logistic regression on whole-utterance functionals has no use for
-    NOT_EGEMAPS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "lr", "weight_decay", "student_params", "length",
-                                              "features", "tensorboard", "device")
+    teacher_kind: ClassVar[str] = ""  # the registered kind (set by serkd.train.teachers.register)
 
-    @property
-    def is_egemaps(self) -> bool:
-        return self.model == EGEMAPS_MODEL
+    def __new__(cls, *args, **values):
+        if cls is TeacherConfig:
+            cls = cls.kind_config(values.get("model", ""), values)
+        return super().__new__(cls)
 
-    @property
-    def is_wavlm(self) -> bool:
-        from serkd.models.wavlm_teacher import looks_like_hf_model
+    @classmethod
+    def kind_config(cls, model: str, values: dict | None = None) -> type[TeacherConfig]:
+        """The config class of the kind ``model`` names; a field in ``values`` that only other kinds have
+        is a ConfigError naming it."""
+        from serkd.train.teachers import config_class  # the kinds' registry: each kind's file owns its class
 
-        return bool(self.model) and not self.is_egemaps and looks_like_hf_model(self.model)
+        return config_class(model, values or {})
 
-    def resolved(self) -> TeacherConfig:
-        """The kind's defaults filled in for the fields left at None."""
-        base = WAVLM_DEFAULTS if self.is_wavlm else {k: _default(RunConfig, k) for k in WAVLM_DEFAULTS}
-        return self.replace(**{k: v for k, v in base.items() if getattr(self, k) is None})
+    @classmethod
+    def kind_configs(cls) -> dict[str, type[TeacherConfig]]:
+        """Every registered teacher kind's config class, by kind name."""
+        from serkd.train.teachers import kinds
+
+        return {kind.name: kind.Config for kind in kinds()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str | None = None):
+        if cls is TeacherConfig and isinstance(values, dict):
+            try:
+                kind = cls.kind_config(values.get("model") or "", values)
+            except ConfigError as exc:
+                raise ConfigError(exc.field, exc.problem, source) from None
+            return kind.from_dict(values, source)
+        return super().from_dict(values, source)
 
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("model", "required")
-        resolved = self.resolved()
-        _Config.validate(resolved)
-        for name in ("c_grid", "crossfit"):
-            if getattr(self, name) != _default(TeacherConfig, name) and not self.is_egemaps:
-                raise ConfigError(name, f"applies to the eGeMAPS teacher (model {EGEMAPS_MODEL}) only")
-        if self.is_egemaps:
-            changed = [name for name in (*self.NOT_EGEMAPS, *self.WAVLM_ONLY)
-                       if getattr(self, name) != _default(TeacherConfig, name)]
-            if changed:
-                raise ConfigError(changed[0], "does not apply to the eGeMAPS teacher (functionals of whole utterances "
-                                              "+ logistic regression)")
-            if self.c_grid is not None:
-                try:
-                    grid = [float(c) for c in self.c_grid.split(",")]
-                except ValueError:
-                    grid = []
-                if not grid or not all(c > 0 for c in grid):
-                    raise ConfigError("c_grid", f"expected a comma list of positive numbers, got {self.c_grid!r}")
-        elif self.is_wavlm:
-            if self.grad_accum < 1:
-                raise ConfigError("grad_accum", "must be at least 1")
-            if not 0 <= self.warmup < 1:
-                raise ConfigError("warmup", "is a fraction of the optimiser steps, in [0, 1)")
-            if resolved.crop_length < 400:
-                raise ConfigError("length", "must be at least 400 samples (25 ms) for the WavLM feature encoder")
-        else:
-            changed = [name for name in self.WAVLM_ONLY if getattr(self, name) != _default(TeacherConfig, name)]
-            if changed:
-                raise ConfigError(changed[0], f"applies to WavLM teachers only, not {self.model!r}")
-
-    def student_config(self) -> RunConfig:
-        """A CNN teacher is trained exactly as a CE student of the same model."""
-        own = {f.name: getattr(self.resolved(), f.name) for f in fields(_Config)}
-        return RunConfig(**own, student=self.model, student_params=self.student_params, method="ce")
+        super().validate()
 
 
 def _default(cls, name: str):

@@ -94,8 +94,9 @@ class EventRenderer:
 
     def _epoch(self, event: Event) -> None:
         d = event.data
-        line = (f"{event.fold} {d['label']} epoch {d['epoch']}/{d['epochs']}  train loss {d['train_loss']:.4f}  "
-                f"valid UA {100 * d['valid_ua']:.1f}")
+        # the final model holds nothing out: no validation score to show
+        score = "no held-out speakers" if d["valid_ua"] is None else f"valid UA {100 * d['valid_ua']:.1f}"
+        line = f"{event.fold} {d['label']} epoch {d['epoch']}/{d['epochs']}  train loss {d['train_loss']:.4f}  {score}"
         if not self.progress:
             self._print(f"{line}  {d['seconds']:.1f} s  ETA {d['eta']:.0f} s")
             return

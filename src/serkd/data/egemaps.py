@@ -4,7 +4,7 @@ The classical SER baseline's input: 88 hand-crafted acoustic parameters (pitch, 
 shimmer, formants, spectral slopes, rates... and their statistics over the whole utterance), computed by
 openSMILE (the ``opensmile`` package) on the *whole* 16 kHz mono waveform: functionals summarise an
 utterance of any length, so no crop applies. Sits beside ``data/features.py`` (mel/MFCC) in the flow:
-manifest -> eGeMAPS matrix [N, 88] -> the eGeMAPS teacher (``train/teacher_egemaps.py``).
+manifest -> eGeMAPS matrix [N, 88] -> the eGeMAPS teacher (``train/teachers/egemaps.py``).
 
 Cache layout: ``<cache>/egemaps/<feature key>/<audio sha1>.npy``; the key covers the feature set, level,
 sample rate and the opensmile version, so another extractor never reads these entries.

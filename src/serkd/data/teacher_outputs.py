@@ -33,6 +33,8 @@ EMBEDDING_DTYPES = ("float32", "float16")
 
 @dataclass
 class TeacherOutputs:
+    """A teacher's outputs for a list of utterances: one fold of a store, or what a fitted teacher predicted."""
+
     utt_ids: list[str]
     logits: np.ndarray  # (N, C) float32
     meta: dict
@@ -69,6 +71,13 @@ def write_fold(store: Path, fold_name: str, utt_ids: list[str], logits, meta: di
     atomic_write_with(folder / OUTPUTS, lambda tmp: save_file(tensors, str(tmp)), suffix=".safetensors")
     atomic_write_json(folder / META, {**meta, "fold": fold_name, "utt_ids": list(utt_ids)})
     return folder
+
+
+def write_outputs(store: Path, fold_name: str, outputs: TeacherOutputs) -> Path:
+    """Write one fold's outputs as a fitted teacher predicted them (float16 embeddings stay float16)."""
+    half = outputs.embeddings is not None and np.asarray(outputs.embeddings).dtype == np.float16
+    return write_fold(store, fold_name, outputs.utt_ids, outputs.logits, outputs.meta, outputs.embeddings,
+                      outputs.pooled, "float16" if half else "float32")
 
 
 def read_fold(store: Path, fold_name: str) -> TeacherOutputs:

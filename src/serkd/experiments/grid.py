@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from serkd.config import EGEMAPS_MODEL, ConfigError, RunConfig, TeacherConfig
+from serkd.config import ConfigError, RunConfig, TeacherConfig
 from serkd.errors import SerkdError
 from serkd.experiments.store import ResultsStore
 from serkd.hashing import stable_hash
@@ -146,8 +146,7 @@ class GridSpec:
         values = {k: v for k, v in self.teacher.items() if k != "store"}
         # the students' crop, selection rule and device carry over to a teacher that has them
         inherited = ("length", "select", "device", "skip_bad", "threads")
-        if values.get("model") == EGEMAPS_MODEL:
-            inherited = tuple(k for k in inherited if k not in TeacherConfig.NOT_EGEMAPS)
+        inherited = tuple(k for k in inherited if k in TeacherConfig.kind_config(values["model"]).field_names())
         values = {"threads": 1, **{k: v for k, v in self.train.items() if k in inherited},
                   **values, **self.corpus_fields(), "out": self.teacher_store(), "folds": fold}
         try:

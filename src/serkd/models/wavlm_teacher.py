@@ -14,7 +14,9 @@ is ``projector(sum_l softmax(layer_weights)_l mean_l)``, the projector being lin
 
 Weights are resolved once per command: a hub id gives its snapshot's commit hash as the revision, a
 local folder ``local-<sha1 of config and weight files>``; without weights on disk and no hub access the
-error is one line. ``write_tiny`` saves a tiny random-init WavLM (2 layers, hidden 32) for tests and
+error is one line. A fine-tuned teacher is saved with its head (:func:`save_finetuned`: transformers'
+``save_pretrained``, safetensors + JSON) and loaded back as it was (:func:`load_finetuned`).
+``write_tiny`` saves a tiny random-init WavLM (2 layers, hidden 32) for tests and
 the demo: it exercises the real code path but is *not* WavLM Base+, and says so in its config.
 """
 
@@ -242,6 +244,27 @@ def load(resolved: ResolvedModel, labels: Sequence[str]) -> WavLMTeacher:
     if "layer_weights" in info["missing_keys"]:
         _uniform_layer_weights(model)
     return WavLMTeacher(model, extractor)
+
+
+def save_finetuned(teacher: WavLMTeacher, folder: str | Path) -> None:
+    """The fine-tuned model (encoder, layer weights, head) and its feature extractor: safetensors + JSON."""
+    folder = Path(folder)
+    with _quiet_transformers():
+        teacher.model.save_pretrained(folder, safe_serialization=True)
+        teacher.extractor.save_pretrained(folder)
+
+
+def load_finetuned(folder: str | Path) -> WavLMTeacher:
+    """A teacher saved by :func:`save_finetuned`, exactly as it was (eval mode, on the CPU)."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise SerkdError(f"{folder}: no saved WavLM teacher (config.json missing)")
+    with _quiet_transformers():
+        model = AutoModelForAudioClassification.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+    return WavLMTeacher(model, extractor).eval()
 
 
 def _uniform_layer_weights(model: nn.Module) -> None:

@@ -6,7 +6,7 @@ The library never prints: it calls ``on_event(Event(...))``. Kinds:
 - ``task`` / ``advance`` / ``task_done``: a counted piece of work (``data``: ``id``, ``description``,
   ``total`` / ``n``) such as computing features.
 - ``epoch``: one finished epoch (``fold``; ``data``: ``epoch``, ``epochs``, ``train_loss``, ``valid_ua``,
-  ``seconds``, ``eta``).
+  ``seconds``, ``eta``); ``valid_ua`` is None when nothing is held out (the final model).
 - ``fold_done``: a fold's result (``data["result"]``: a FoldResult; ``data["cached"]`` when reused).
 """
 
@@ -57,13 +57,14 @@ class Emitter:
 
 
 class EpochClock:
-    """Seconds per epoch and the ETA of the rest of a fold, for ``epoch`` events."""
+    """Seconds per epoch and the ETA of the rest of a fold, for ``epoch`` events; ``held_out=False``: no
+    speaker is held out, so no validation score is reported."""
 
-    def __init__(self, emit: Emitter, fold: str, epochs: int, label: str):
+    def __init__(self, emit: Emitter, fold: str, epochs: int, label: str, held_out: bool = True):
         import time
 
         self._time = time.perf_counter
-        self.emit, self.fold, self.epochs, self.label = emit, fold, epochs, label
+        self.emit, self.fold, self.epochs, self.label, self.held_out = emit, fold, epochs, label, held_out
         self.started = self._time()
 
     def epoch(self, record: dict) -> None:
@@ -72,6 +73,6 @@ class EpochClock:
         eta = elapsed / epoch * (self.epochs - epoch)
         self.emit(Event("epoch", fold=self.fold, data={
             "label": self.label, "epoch": epoch, "epochs": self.epochs, "train_loss": record["train_loss"],
-            "valid_ua": record["valid_ua"], "seconds": record.get("seconds", record.get("train_s", 0.0)
-                                                                 + record.get("valid_s", 0.0)),
+            "valid_ua": record["valid_ua"] if self.held_out else None,
+            "seconds": record.get("seconds", record.get("train_s", 0.0) + record.get("valid_s", 0.0)),
             "eta": eta}))

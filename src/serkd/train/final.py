@@ -15,6 +15,8 @@ ones with the same config); a final model of the same config, data and folds is 
 KD methods distil from the mean of the fold teachers' logits (each fold teacher saw some of the speakers;
 with no test set there is nothing to leak into), or from a store fold named ``final`` when the store has
 one. Feature-KD methods need that ``final`` fold (fold teachers' embedding spaces do not average).
+
+Built on the student driver (``train/student.py``); ``train/run.py`` runs the folds, then this.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 
 from serkd import models
 from serkd.config import ConfigError, RunConfig
+from serkd.data import teacher_outputs
 from serkd.data.features import FeatureConfig
 from serkd.errors import SerkdError
 from serkd.io import read_json
@@ -37,6 +40,7 @@ from serkd.train.events import Emitter, EpochClock, OnEvent
 from serkd.train.loop import fit, pick_device
 from serkd.train.provenance import provenance
 from serkd.train.results import FoldResult
+from serkd.train.student import make_loss, needs_teacher, plan, prepare, teacher_fold
 
 
 def cv_scores(out: str | Path) -> dict:
@@ -68,10 +72,8 @@ def cv_scores(out: str | Path) -> dict:
 
 def _teacher_logits(config: RunConfig, data, loss_fn) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
     """Teacher logits (and embeddings) for every utterance: the store's ``final`` fold, or the fold mean."""
-    if not (config.teacher and getattr(loss_fn, "needs_teacher", False)):
+    if not (config.teacher and needs_teacher(loss_fn)):
         return None, None, None
-    from serkd.data import teacher_outputs
-
     store = Path(config.teacher)
     utt_ids = [u.utt_id for u in data.manifest.utterances]
     if (store / FINAL).is_dir():
@@ -85,9 +87,7 @@ def _teacher_logits(config: RunConfig, data, loss_fn) -> tuple[torch.Tensor | No
     if getattr(loss_fn, "needs_embeddings", False):
         raise ConfigError("final", f"{store}: feature-KD method {config.method!r} needs a teacher fold named "
                                    f"{FINAL!r} trained on every speaker (fold teachers' embeddings do not average)")
-    from serkd.train.run import teacher_fold
-
-    logits = [teacher_fold(config, data, f).logits for f in data.folds if (store / f.name).is_dir()]
+    logits = [teacher_fold(config, data, f, loss_fn=loss_fn).logits for f in data.folds if (store / f.name).is_dir()]
     if not logits:
         raise ConfigError("final", f"{store}: no teacher folds to distil from")
     return torch.from_numpy(np.mean(logits, axis=0).astype(np.float32)), None, \
@@ -96,8 +96,6 @@ def _teacher_logits(config: RunConfig, data, loss_fn) -> tuple[torch.Tensor | No
 
 def train_final(config: RunConfig, data=None, on_event: OnEvent | None = None, overwrite: bool = False) -> dict:
     """Train (or reuse) ``RUN_DIR/final`` from the folds in ``config.out``; return its ``checkpoint.json``."""
-    from serkd.train.run import make_loss, plan, prepare
-
     emit = Emitter(on_event)
     out = Path(config.out)
     cv = cv_scores(out)
@@ -123,7 +121,8 @@ def train_final(config: RunConfig, data=None, on_event: OnEvent | None = None, o
     torch.manual_seed(config.seed)
     model = models.create(config.student, num_classes=len(manifest.labels), **config.model_options())
     every = np.arange(len(manifest))
-    clock = EpochClock(emit, FINAL, epochs, f"{config.student}/{config.method}")
+    # nothing is held out: the epoch lines show no validation score
+    clock = EpochClock(emit, FINAL, epochs, f"{config.student}/{config.method}", held_out=False)
     last: dict = {}
 
     def on_epoch(record: dict) -> None:

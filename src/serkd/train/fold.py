@@ -1,13 +1,19 @@
-"""What every per-fold driver shares (students, CNN and WavLM teachers): fold checks, the key that says
-whether a finished fold can be reused, marks, and the one result schema written atomically.
+"""What every per-fold driver shares (students and every teacher kind): the corpus and its folds, the run
+record, fold checks, the key that says whether a finished fold can be reused, marks, the one result
+schema written atomically, and the one per-fold skeleton (:func:`run_fold`) that drives them all:
 
-The drivers (``train/run.py`` for students and CNN teachers, ``train/teacher_wavlm.py`` for WavLM)
-both import this module and never each other.
+    check the fold -> its key -> cached? -> fit -> write outputs -> result -> emit
+
+A driver describes one fold as a :class:`FoldJob` (what its key hashes, how it trains and what it
+writes); ``train/student.py`` (students) and ``train/teachers/`` (every teacher kind) import this
+module and never each other.
 """
 
 from __future__ import annotations
 
 import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +23,15 @@ from serkd.data import teacher_outputs
 from serkd.data.corpora import load_corpus
 from serkd.data.features import FeatureConfig
 from serkd.data.manifest import Manifest
-from serkd.data.protocol import Fold, pick_folds, select_on_test
+from serkd.data.protocol import Fold, fold_indices, pick_folds, select_on_test
 from serkd.errors import SerkdError
 from serkd.io import atomic_write_json, atomic_write_text, locked, read_json
 from serkd.layout import CONFIG_FILE, FINAL, RESULTS, RUN_FILE
-from serkd.train.events import Emitter
+from serkd.train.events import Emitter, Event
 from serkd.train.loop import pick_device
 from serkd.train.metrics import confusion, wa_ua
 from serkd.train.provenance import provenance
-from serkd.train.results import MARK_LEAKY_TEACHER, MARK_STALE_TEACHER, MARK_TEST_SELECTED, FoldResult
+from serkd.train.results import MARK_LEAKY_TEACHER, MARK_STALE_TEACHER, MARK_TEST_SELECTED, FoldResult, write_curves
 
 
 def load_manifest(config) -> Manifest:
@@ -66,7 +72,8 @@ def record_run(out: Path, config, data, role: str, features: dict | None = None,
         "config": config.to_dict(), "role": role,
         "features": features or FeatureConfig(config.features, config.crop_length).to_json(),
         "labels": data.manifest.labels, "data_hash": data.data_hash, "corpus_counts": data.manifest.counts(),
-        "device": str(pick_device(config.device)), "provenance": provenance(), **extra,
+        # a kind without a device (the eGeMAPS teacher: scikit-learn) runs on the CPU
+        "device": str(pick_device(getattr(config, "device", "cpu"))), "provenance": provenance(), **extra,
     }
     atomic_write_text(out / CONFIG_FILE, config.to_yaml())
     with locked(out / ".run.lock"):
@@ -88,8 +95,6 @@ def clear_run(out: Path) -> None:
             path.unlink(missing_ok=True)
     for results in out.glob("*/" + RESULTS):
         shutil.rmtree(results.parent)
-
-
 
 
 def check_fold(manifest: Manifest, fold: Fold, parts: dict[str, np.ndarray], emit: Emitter) -> list[str]:
@@ -165,7 +170,76 @@ def teacher_meta(fold: Fold, manifest: Manifest, config, data_hash: str, key: st
     }
 
 
-def done_line(result: FoldResult, what: str = "") -> str:
+def done_line(result: FoldResult, what: str = "", chosen: str | None = None) -> str:
+    """``spk00: test WA 62.50  UA 58.33  (best epoch 3 on validation UA, 1.2 s)``; ``chosen`` says what was
+    selected when it is not an epoch (``C=0.1``)."""
     on = "test" if result.selection == "test" else "validation"
-    return (f"{result.fold}: {what}test WA {100 * result.wa:.2f}  UA {100 * result.ua:.2f}  (best epoch "
-            f"{result.best_epoch} on {on} UA, {result.train_seconds or 0:.1f} s)")
+    chosen = chosen or f"best epoch {result.best_epoch}"
+    return (f"{result.fold}: {what}test WA {100 * result.wa:.2f}  UA {100 * result.ua:.2f}  ({chosen} on {on} UA, "
+            f"{result.train_seconds or 0:.1f} s)")
+
+
+# ---------------------------------------------------------------------- the per-fold skeleton
+@dataclass
+class FoldSplit:
+    """A checked fold: its utterance indices (``train``/``valid``/``test``), the classes its test set lacks,
+    and the key its result is recorded under."""
+
+    fold: Fold
+    parts: dict[str, np.ndarray]
+    absent_test: list[str]
+    key: str
+
+
+class FoldJob(ABC):
+    """One fold of one kind of training, as :func:`run_fold` drives it: a student, or any teacher kind.
+
+    ``out`` is the run folder or teacher store (the fold's files go to ``out/<fold>/``), ``manifest`` and
+    ``data_hash`` the corpus it trains on.
+    """
+
+    def __init__(self, fold: Fold, out: Path, manifest: Manifest, data_hash: str, tensorboard: bool = False):
+        self.fold, self.out, self.manifest, self.data_hash = fold, Path(out), manifest, data_hash
+        self.tensorboard = tensorboard
+
+    @property
+    def folder(self) -> Path:
+        return self.out / self.fold.name
+
+    @abstractmethod
+    def identity(self) -> dict:
+        """What the fold's result comes from (config fields that change results, fold, labels, teacher...):
+        its hash is the fold key; same key and data hash = the finished result is reused."""
+
+    def outputs_cached(self, key: str) -> bool:
+        """Whether what the job writes beside ``results.json`` is there for ``key`` too (a teacher's outputs)."""
+        return True
+
+    @abstractmethod
+    def train(self, split: FoldSplit) -> FoldResult:
+        """Fit, write what the fold produces (a checkpoint, teacher outputs) and return its result (not yet
+        written: the skeleton writes it last, so a fold without ``results.json`` is never taken as done)."""
+
+    def done_line(self, result: FoldResult) -> str:
+        return done_line(result)
+
+
+def run_fold(job: FoldJob, emit: Emitter, overwrite: bool = False) -> FoldResult:
+    """The one per-fold skeleton: check the fold, key it, reuse a finished result of the same key and data
+    (``overwrite``: train again), else train, write the result and emit it."""
+    fold = job.fold
+    parts = fold_indices(job.manifest, fold)
+    absent_test = check_fold(job.manifest, fold, parts, emit)
+    key = fold_key(job.identity())
+    cached = None if overwrite else cached_result(job.folder, key, job.data_hash)
+    if cached and job.outputs_cached(key):
+        emit.info(f"fold {fold.name}: cached (same config and data)", fold.name)
+        emit(Event("fold_done", fold=fold.name, data={"result": cached, "cached": True}))
+        return cached
+    result = job.train(FoldSplit(fold, parts, absent_test, key))
+    if job.tensorboard:
+        write_curves(job.out / "tensorboard" / fold.name, result.to_json(), step=0)
+    write_result(job.folder, result)
+    emit.info(job.done_line(result), fold.name)
+    emit(Event("fold_done", fold=fold.name, data={"result": result, "cached": False}))
+    return result

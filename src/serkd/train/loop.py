@@ -23,30 +23,33 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from serkd.config import RECIPES, SEED_TRAINING
 from serkd.train.augment import AugmentOptions, augment, draw_mix, mix_teacher
 from serkd.train.metrics import wa_ua
+
+_SEED, _RECIPE = SEED_TRAINING, RECIPES["seed"]  # the defaults, written once in serkd.config
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    step_size: int = 300  # batches, as the seed steps its scheduler per batch
-    gamma: float = 0.9
+    epochs: int = _SEED["epochs"]
+    batch_size: int = _SEED["batch_size"]
+    lr: float = _SEED["lr"]
+    weight_decay: float = _SEED["weight_decay"]
+    step_size: int = _SEED["step_size"]  # batches, as the seed steps its scheduler per batch
+    gamma: float = _SEED["gamma"]
     seed: int = 0
     # the recipe (RunConfig's fields of the same names); these defaults are the seed recipe
-    time_shift: float = 0.0
-    freq_masks: int = 0
-    freq_mask_width: float = 0.0
-    time_masks: int = 0
-    time_mask_width: float = 0.0
-    mixup: float = 0.0
-    balanced_sampling: bool = False
-    schedule: str = "step"
-    warmup_epochs: float = 0.0
-    patience: int = 0
+    time_shift: float = _RECIPE["time_shift"]
+    freq_masks: int = _RECIPE["freq_masks"]
+    freq_mask_width: float = _RECIPE["freq_mask_width"]
+    time_masks: int = _RECIPE["time_masks"]
+    time_mask_width: float = _RECIPE["time_mask_width"]
+    mixup: float = _RECIPE["mixup"]
+    balanced_sampling: bool = _RECIPE["balanced_sampling"]
+    schedule: str = _RECIPE["schedule"]
+    warmup_epochs: float = _RECIPE["warmup_epochs"]
+    patience: int = _RECIPE["patience"]
 
 
 @dataclass(frozen=True)
