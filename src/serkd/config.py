@@ -75,6 +75,12 @@ def _feature_kinds() -> list[str]:
     return list(PRESETS)
 
 
+def _normalize_choices() -> list[str]:
+    from serkd.data.normalize import NORMALIZE_CHOICES
+
+    return list(NORMALIZE_CHOICES)
+
+
 def _methods() -> list[str]:
     from serkd import distill
 
@@ -221,6 +227,11 @@ class RunConfig(_Config):
     feature_dtype: str = field(default="float32", metadata=_meta(
         "storage of the memory-mapped feature store (float16 halves its size; rows are float32 in training)",
         hashed="unless-default", choices=lambda: ["float32", "float16"]))
+    normalize: str | None = field(default=None, metadata=_meta(
+        "feature normalisation per bin over real frames: utterance (mel/mfcc already standardise each waveform), "
+        "speaker (each speaker's own statistics, the test speaker's from its unlabelled audio: results marked "
+        "speaker-normalised), corpus (the fold's training speakers'), none; default: the feature kind's (mel, mfcc: "
+        "utterance; logmel: corpus)", hashed="unless-default", choices=_normalize_choices))
     final: bool = field(default=False, metadata=_meta(
         "after the folds, train one model on every speaker for the median best epoch over the folds "
         "(RUN_DIR/final)", hashed=False))
@@ -294,6 +305,8 @@ class RunConfig(_Config):
             raise ConfigError("step_size", "must be at least 1")
         if not 0 < self.gamma <= 1:
             raise ConfigError("gamma", "must be in (0, 1]")
+        if self.normalize is not None and self.normalize not in _normalize_choices():
+            raise ConfigError("normalize", f"must be one of {', '.join(_normalize_choices())}, not {self.normalize!r}")
         if self.feature_dtype not in ("float32", "float16"):
             raise ConfigError("feature_dtype", f"must be float32 or float16, not {self.feature_dtype!r}")
         if self.seed_softmax and self.student != "lightsernet":

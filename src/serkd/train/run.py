@@ -32,6 +32,7 @@ from serkd.config import ConfigError, RunConfig
 from serkd.data import teacher_outputs
 from serkd.data.features import FeatureConfig
 from serkd.data.manifest import Manifest
+from serkd.data.normalize import fold_normalization
 from serkd.data.protocol import Fold, fold_indices, pick_folds
 from serkd.data.store import MappedFeatures, feature_store
 from serkd.errors import SerkdError
@@ -42,7 +43,7 @@ from serkd.train.events import Emitter, EpochClock, Event, OnEvent
 from serkd.train.fold import check_run_folder, clear_run, load_manifest, record_run, run_folds
 from serkd.train.loop import fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
-from serkd.train.results import FoldResult, write_curves
+from serkd.train.results import MARK_SPEAKER_NORMALISED, FoldResult, write_curves
 
 
 @dataclass
@@ -251,6 +252,8 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     manifest = data.manifest
     parts = fold_indices(manifest, fold)
     absent_test = shared.check_fold(manifest, fold, parts, emit)
+    norm = fold_normalization(getattr(config, "normalize", None), FeatureConfig(config.features, config.crop_length),
+                              data.features, manifest, parts["train"], fold.test)
     device = pick_device(config.device)
     loss_fn = make_loss(config.method, config.method_params)
     torch.manual_seed(config.seed)
@@ -260,10 +263,10 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
     started = time.perf_counter()
     teacher_embeddings = (torch.from_numpy(teacher.embeddings) if teacher is not None and
                           teacher.embeddings is not None else None)
-    result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"], config,
+    result = fit(model, loss_fn, norm.features, data.targets, parts["train"], parts["valid"], config,
                  teacher_logits, device, clock.epoch, teacher_embeddings)
     seconds = time.perf_counter() - started
-    test_pred = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
+    test_pred = predict_logits(model, norm.features, parts["test"], device).argmax(axis=1)
     best = result.history[result.best_epoch - 1]
     record = provenance()  # git runs in a subprocess: once per fold
     git_commit = record["git_commit"]
@@ -273,19 +276,20 @@ def train_fold(config: RunConfig, fold: Fold | str | int, data: PreparedData | N
         method="teacher" if store else config.method,
         features=config.features, role="teacher" if store else "student", valid_wa=best["valid_wa"],
         valid_ua=best["valid_ua"], best_epoch=result.best_epoch, epochs=config.epochs,
-        marks=shared.marks(fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale)),
+        marks=shared.marks(fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale))
+        + ([MARK_SPEAKER_NORMALISED] if norm.normalize == "speaker" else []),
         method_params=config.method_params, teacher=config.teacher if teacher is not None else None,
         seed=config.seed, data_hash=data.data_hash, config_hash=key, git_commit=git_commit,
         train_seconds=round(seconds, 2), history=result.history,
-        extra={"recipe": config.recipe, "epochs_run": len(result.history)})
+        extra={"recipe": config.recipe, "epochs_run": len(result.history), "normalize": norm.normalize})
     save_checkpoint(fold_dir, model, {
         "model": config.student, "model_options": config.model_options(), "labels": manifest.labels,
         "features": features_json, "fold": fold.to_json(),
         "config": config.to_dict(), "data_hash": data.data_hash, "provenance": record,
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch, "normalization": norm.record,
     })
     if store:
-        all_logits, embeddings = predict_logits(model, data.features, np.arange(len(manifest)), device,
+        all_logits, embeddings = predict_logits(model, norm.features, np.arange(len(manifest)), device,
                                                 with_embeddings=True)
         teacher_outputs.write_fold(Path(store), fold.name, [u.utt_id for u in manifest.utterances], all_logits,
                                    shared.teacher_meta(fold, manifest, config, data.data_hash, key, best,
