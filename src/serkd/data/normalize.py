@@ -128,10 +128,13 @@ def speaker_moments(features: MappedFeatures, frames: np.ndarray, speakers: list
 
 # ---------------------------------------------------------------- the transform (torch, shared with the graph)
 
-def frame_mask(frames: torch.Tensor, t: int) -> torch.Tensor:
-    """(B, 1, T) float mask of the real frames; ``frames`` (B,) or a scalar tensor / int."""
-    frames = torch.as_tensor(frames)
-    return (torch.arange(t, device=frames.device) < frames.reshape(-1, 1)).unsqueeze(1).float()
+def frame_mask(frames, t) -> torch.Tensor:
+    """(B, 1, T) float mask of the real frames for ``frames`` (B,) in a tensor, or (1, 1, T) for one count
+    shared by the batch (an int, or a symbolic size while exporting)."""
+    if isinstance(frames, torch.Tensor):
+        positions = torch.arange(t, device=frames.device)
+        return (positions < frames.reshape(-1, 1)).unsqueeze(1).float()
+    return (torch.arange(t) < frames).float().reshape(1, 1, -1)
 
 
 def masked_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
