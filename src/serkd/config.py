@@ -76,7 +76,7 @@ def _feature_kinds() -> list[str]:
 
 
 def _normalize_choices() -> list[str]:
-    from serkd.data.normalize import NORMALIZE_CHOICES
+    from serkd.data.statistics import NORMALIZE_CHOICES
 
     return list(NORMALIZE_CHOICES)
 

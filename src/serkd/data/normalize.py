@@ -33,11 +33,26 @@ import torch
 
 from serkd.data.features import FeatureConfig, feature_kind
 from serkd.data.manifest import Manifest
+from serkd.data.statistics import NORMALIZE_CHOICES, VAR_EPS, Moments, Statistics
 from serkd.data.store import MappedFeatures, row_frames
 from serkd.errors import SerkdError
 
-NORMALIZE_CHOICES = ("utterance", "speaker", "corpus", "none")
-VAR_EPS = 1e-6  # std = sqrt(var + VAR_EPS): a bin that never changes is divided by 1e-3, not by zero
+__all__ = [
+    "NORMALIZE_CHOICES",
+    "VAR_EPS",
+    "FoldNormalization",
+    "Moments",
+    "NormalizedFeatures",
+    "Statistics",
+    "fold_normalization",
+    "for_checkpoint",
+    "frame_mask",
+    "masked_moments",
+    "resolve",
+    "standardise",
+    "utterance_standardise",
+]
+
 CHUNK_ROWS = 256  # rows read at once while gathering statistics (memory stays bounded on any corpus)
 
 
@@ -56,47 +71,7 @@ def is_identity(normalize: str, kind: str) -> bool:
     return normalize == "none" or (normalize == "utterance" and feature_kind(kind).normalise_waveform)
 
 
-# ---------------------------------------------------------------- statistics (numpy, float64)
-
-@dataclass
-class Moments:
-    """Sums over real frames per feature bin: what means and variances of any union of utterances need."""
-
-    count: int
-    total: np.ndarray  # (F,) float64
-    squares: np.ndarray  # (F,) float64
-
-    @classmethod
-    def zero(cls, bins: int) -> Moments:
-        return cls(0, np.zeros(bins), np.zeros(bins))
-
-    def __add__(self, other: Moments) -> Moments:
-        return Moments(self.count + other.count, self.total + other.total, self.squares + other.squares)
-
-    def statistics(self) -> Statistics:
-        if self.count == 0:
-            raise SerkdError("no real frames to take feature statistics from")
-        mean = self.total / self.count
-        var = np.maximum(self.squares / self.count - mean**2, 0.0)
-        return Statistics(mean.astype(np.float32), np.sqrt(var + VAR_EPS).astype(np.float32), self.count)
-
-
-@dataclass
-class Statistics:
-    """Per-bin mean and std (float32, as applied) and how many real frames they came from."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    frames: int
-
-    def to_json(self) -> dict:
-        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std], "frames": int(self.frames)}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Statistics:
-        return cls(np.asarray(data["mean"], dtype=np.float32), np.asarray(data["std"], dtype=np.float32),
-                   int(data.get("frames", 0)))
-
+# ---------------------------------------------------------------- statistics over a store (numpy, float64)
 
 def row_moments(rows: np.ndarray, frames: np.ndarray) -> list[Moments]:
     """Moments of each (F, T) row over its first ``frames`` frames."""
