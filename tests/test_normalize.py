@@ -1,0 +1,190 @@
+"""Feature kinds (a registry; mel/mfcc bit for bit as before, logmel) and per-fold normalisation (issue 17):
+statistics over real frames only, fold-clean (no statistic mixes the test or validation speaker into training
+data), the seed's features untouched by default, the config field outside existing hashes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from serkd.config import ConfigError, RunConfig
+from serkd.data.corpora import load_corpus
+from serkd.data.features import FEATURE_KINDS, FeatureConfig, compute_features, real_frames
+from serkd.data.normalize import (
+    NormalizedFeatures,
+    fold_normalization,
+    frame_mask,
+    normalization_for_rows,
+    utterance_standardise,
+)
+from serkd.data.protocol import fold_indices
+from serkd.data.statistics import VAR_EPS, Moments
+from serkd.data.store import MappedFeatures, feature_store, row_frames
+from serkd.errors import SerkdError
+
+# sha1 of compute_features' bytes and the cache keys, recorded before feature kinds became a registry
+SEED_DIGESTS = {
+    (5000, "mel"): "7194c2169da78c804f68ef778efda29d65cece03",
+    (5000, "mfcc"): "b3efe694a5deb2ab67efb3538dde090e1b3bd538",
+    (16000, "mel"): "5d68ab5982c4c1f39d6098cc4d8e1fa5ea3b8f54",
+    (16000, "mfcc"): "e266479bc87448184fb8a19b1152396a71628a9c",
+    (30001, "mel"): "7c63d31670e70bd2d62dc4c20d8faff85b3771c8",
+    (30001, "mfcc"): "ccca691adf2a673721ec267cf2728fdd4d17df62",
+}
+SEED_KEYS = {"mel": "88ff392a7d84", "mfcc": "fdaf4cedc7ea"}
+
+
+def test_seed_features_and_cache_keys_are_bit_identical():
+    rng = np.random.default_rng(42)
+    for n in (5000, 16000, 30001):
+        t = np.arange(n) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+        for kind in ("mel", "mfcc"):
+            features = compute_features(wave, FeatureConfig(kind, 16000))
+            assert hashlib.sha1(features.tobytes()).hexdigest() == SEED_DIGESTS[(n, kind)], (n, kind)
+    assert {kind: FeatureConfig(kind, 16000).key() for kind in SEED_KEYS} == SEED_KEYS
+
+
+def test_feature_kinds_are_a_registry_with_their_defaults():
+    assert FEATURE_KINDS.available() == ["mel", "mfcc", "logmel"]
+    assert [FEATURE_KINDS.get(k).default_normalize for k in ("mel", "mfcc", "logmel")] == ["utterance"] * 2 + [
+        "corpus"]
+    with pytest.raises(SerkdError, match=r"unknown feature kind 'mell'.*logmel"):
+        FeatureConfig("mell", 8000)
+    import dataclasses
+
+    choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(RunConfig)}
+    assert choices["features"]() == ["mel", "mfcc", "logmel"]  # the CLI's --features reads the registry
+    assert choices["normalize"]() == ["utterance", "speaker", "corpus", "none"]
+
+
+def test_logmel_is_log_mel_of_the_raw_waveform_with_real_frames():
+    rng = np.random.default_rng(0)
+    wave = (0.2 * rng.standard_normal(5000)).astype(np.float32)
+    config = FeatureConfig("logmel", 8000)
+    padded = np.pad(wave, (0, 3000))
+    reference = np.log(librosa.feature.melspectrogram(y=padded, sr=16000, n_fft=1024, hop_length=256, n_mels=128)
+                       + np.float32(1e-6))
+    np.testing.assert_allclose(compute_features(wave, config), reference, rtol=1e-5, atol=1e-5)
+    assert compute_features(wave, config).shape == config.shape() == (128, 32)
+    # frames centred on real samples: ceil(n / hop), capped by the crop; whole: no cap
+    assert list(real_frames(np.array([1, 256, 257, 5000, 8000, 20000]), config)) == [1, 1, 2, 20, 32, 32]
+    assert real_frames(20000, config, whole=True) == 79
+
+
+@pytest.fixture(scope="module")
+def logmel_store(tiny_synth):
+    manifest = load_corpus("synth", tiny_synth)
+    config = FeatureConfig("logmel", 16000)  # 1 s: the 0.5-1 s clips end in padding of different lengths
+    features, kept, _ = feature_store(manifest, config)
+    return features, kept, config
+
+
+def _real_moments(rows: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per bin over real frames, by brute force."""
+    values = np.concatenate([row[:, :f] for row, f in zip(rows, frames)], axis=1).astype(np.float64)
+    return values.mean(1), np.sqrt(values.var(1) + VAR_EPS)
+
+
+def test_statistics_count_real_frames_only(logmel_store):
+    features, manifest, config = logmel_store
+    frames = row_frames(features, manifest, config)
+    assert frames.min() >= 32 and frames.max() <= 63 and len(set(frames.tolist())) > 10
+    assert frames.tolist() == [int(np.ceil(min(sf.info(str(u.path)).frames, 16000) / 256))
+                               for u in manifest.utterances]
+    fold = manifest.folds[0]
+    parts = fold_indices(manifest, fold)
+    norm = fold_normalization("corpus", config, features, manifest, parts["train"])
+    rows = np.asarray(features.array)
+    mean, std = _real_moments(rows[parts["train"]], frames[parts["train"]])
+    np.testing.assert_allclose(norm.record["corpus"]["mean"], mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.record["corpus"]["std"], std, rtol=1e-5)
+    # padding (log 1e-6 = -13.8) never enters: standardised real frames of the training rows have mean 0, std 1
+    x = norm.features[parts["train"]][:, 0].numpy()
+    real = np.concatenate([row[:, :f] for row, f in zip(x, frames[parts["train"]])], axis=1)
+    np.testing.assert_allclose(real.mean(1), 0, atol=1e-4)
+    np.testing.assert_allclose(real.std(1), 1, atol=1e-3)
+
+
+def test_normalisation_is_fold_clean(logmel_store):
+    """Corpus statistics come from the training speakers only; a speaker's statistics from that speaker only:
+    changing every test and validation utterance changes no normalised training row."""
+    features, manifest, config = logmel_store
+    frames = row_frames(features, manifest, config)
+    fold = manifest.folds[0]
+    parts = fold_indices(manifest, fold)
+    rows = np.asarray(features.array).copy()
+    changed = rows.copy()
+    held_out = np.concatenate([parts["valid"], parts["test"]])
+    changed[held_out] = changed[held_out] * 3.0 + 5.0
+    for normalize in ("corpus", "speaker", "utterance"):
+        a = normalization_for_rows(normalize, config, MappedFeatures(rows), manifest, frames, parts["train"])
+        b = normalization_for_rows(normalize, config, MappedFeatures(changed), manifest, frames, parts["train"])
+        assert torch.equal(a.features[parts["train"]], b.features[parts["train"]]), normalize
+        if normalize == "corpus":
+            assert a.record["corpus"]["speakers"] == list(fold.train)
+            # the held-out rows are standardised with the training speakers' statistics, unchanged
+            assert a.record["corpus"] == b.record["corpus"]
+    # speaker: each speaker by its own statistics; the test speaker's from its own audio only
+    test_speaker = fold.test[0]
+    own = np.array([i for i, u in enumerate(manifest.utterances) if u.speaker == test_speaker])
+    norm = normalization_for_rows("speaker", config, MappedFeatures(rows), manifest, frames, parts["train"],
+                                  report_speakers=fold.test)
+    mean, std = _real_moments(rows[own], frames[own])
+    np.testing.assert_allclose(norm.record["speakers"][test_speaker]["mean"], mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.record["speakers"][test_speaker]["std"], std, rtol=1e-5)
+    others = rows.copy()
+    others[parts["train"]] += 7.0
+    again = normalization_for_rows("speaker", config, MappedFeatures(others), manifest, frames, parts["train"])
+    assert torch.equal(norm.features[own], again.features[own])
+
+
+def test_seed_features_pass_through_untouched_by_default(tiny_synth):
+    manifest = load_corpus("synth", tiny_synth)
+    for kind in ("mel", "mfcc"):
+        config = FeatureConfig(kind, 8000)
+        features, kept, _ = feature_store(manifest, config)
+        norm = fold_normalization(None, config, features, kept, np.arange(10))
+        assert norm.normalize == "utterance" and norm.features is features  # the very store: bit for bit
+        assert fold_normalization("none", config, features, kept, np.arange(10)).features is features
+        speaker = fold_normalization("speaker", config, features, kept, np.arange(10))
+        assert isinstance(speaker.features, NormalizedFeatures)
+
+
+def test_utterance_standardises_each_row_over_its_real_frames():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(-4, 2, (3, 5, 20)).astype(np.float32))
+    frames = torch.tensor([20, 7, 1])
+    x[1, :, 7:] = np.log(1e-6)  # padding
+    out = utterance_standardise(x, frame_mask(frames, 20))
+    np.testing.assert_allclose(out[0].mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(out[1, :, :7].mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(out[1, :, :7].std(-1, unbiased=False), 1, atol=1e-4)
+    assert torch.isfinite(out).all()  # one real frame: variance 0, divided by sqrt(VAR_EPS)
+    wrapped = NormalizedFeatures(MappedFeatures(x.numpy()), frames.numpy(), per_utterance=True)
+    assert torch.equal(wrapped[np.array([2, 1])][:, 0], out[[2, 1]])
+    assert wrapped[1].shape == (1, 5, 20) and torch.equal(wrapped[1][0], out[1])
+
+
+def test_moments_add_up_to_the_statistics_of_the_union():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(4, 30)), rng.normal(2, 3, size=(4, 50))
+    stats = (Moments(30, a.sum(1), (a * a).sum(1)) + Moments(50, b.sum(1), (b * b).sum(1))).statistics()
+    both = np.concatenate([a, b], axis=1)
+    np.testing.assert_allclose(stats.mean, both.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(stats.std, np.sqrt(both.var(1) + VAR_EPS), rtol=1e-6)
+    assert stats.frames == 80
+
+
+def test_config_field_normalize_keeps_existing_hashes():
+    base = RunConfig(corpus="synth", root="r", out="o")
+    assert "normalize" not in base.hashed_dict()  # runs made before the field keep their fold keys
+    assert base.config_hash() == RunConfig(corpus="synth", root="r", out="o", normalize=None).config_hash()
+    assert RunConfig(corpus="synth", root="r", out="o", normalize="speaker").config_hash() != base.config_hash()
+    with pytest.raises(ConfigError, match="normalize: must be one of utterance, speaker, corpus, none"):
+        RunConfig(corpus="synth", root="r", out="o", normalize="global").validate()
