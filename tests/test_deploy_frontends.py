@@ -128,3 +128,89 @@ def test_graph_normalisation_is_training_normalisation(kind):
                 got = graph(x, int(frames[j]), *(torch.tensor(given[k]) for k in ("mean", "std"))) if given \
                     else graph(x, int(frames[j]))
             assert torch.equal(got, train.features[np.array([j])][:, 0]), (kind, normalize)
+
+
+# ------------------------------------------------------------------ the tiny student, end to end
+@pytest.fixture(scope="module")
+def tiny_run(tiny_synth, tmp_path_factory):
+    """``tiny`` on logmel with speaker normalisation, 1 epoch, fold spk00, exported with --int8 and scored."""
+    import contextlib
+    import io
+
+    from serkd.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    argv = ["train", "--corpus", "synth", "--root", tiny_synth, "--length", "16000", "--epochs", "1", "--folds", "0",
+            "--student", "tiny", "--features", "logmel", "--normalize", "speaker", "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    graph = out / "tiny.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["export", str(out / "spk00"), "--out", str(graph), "--int8", "--corpus", "synth", "--root",
+                     str(tiny_synth), "--json"])
+    assert code == 0
+    return out, json.loads(printed.getvalue())
+
+
+def test_tiny_trains_speaker_normalised_and_says_so(tiny_run, capsys):
+    from serkd.cli import main
+
+    out, _ = tiny_run
+    result = json.loads((out / "spk00" / "results.json").read_text())
+    assert result["student"] == "tiny" and result["normalize"] == "speaker"
+    assert "speaker-normalised" in result["marks"]
+    record = json.loads((out / "spk00" / "checkpoint.json").read_text())["normalization"]
+    assert record["normalize"] == "speaker" and set(record["speakers"]) == {"spk00"}
+    assert record["corpus"]["speakers"] == ["spk02", "spk03"]  # the training speakers only
+    assert main(["report", str(out), "--format", "md"]) == 0
+    assert "speaker-normalised: features standardised with each speaker's own statistics" in capsys.readouterr().out
+
+
+def test_tiny_exports_small_and_matches_torch(tiny_run):
+    from serkd.deploy.predict import OnnxClassifier
+
+    _, summary = tiny_run
+    fp32, int8 = summary["graphs"]["fp32"], summary["graphs"]["int8"]
+    assert summary["max_prob_difference"] <= PROB_TOLERANCE  # default and given statistics, moments too
+    assert int8["bytes"] <= 250_000 and fp32["bytes"] < 400_000
+    for graph in (fp32, int8):
+        assert 0 <= graph["ua"] <= 1 and graph["n_test"] == 12
+        classifier = OnnxClassifier(graph["path"])
+        assert classifier.takes_statistics and classifier.normalization["normalize"] == "speaker"
+
+
+def test_speaker_statistics_from_the_graph_equal_trainings(tiny_run, tiny_synth):
+    from serkd.deploy.predict import OnnxClassifier, speaker_statistics
+
+    out, summary = tiny_run
+    record = json.loads((out / "spk00" / "checkpoint.json").read_text())["normalization"]["speakers"]["spk00"]
+    clips = sorted((tiny_synth / "wav" / "spk00").glob("*.wav"))
+    stats, seconds, problems = speaker_statistics(OnnxClassifier(summary["graphs"]["fp32"]["path"]), clips)
+    assert not problems and stats.frames == record["frames"] and 6 < seconds < 12
+    np.testing.assert_allclose(stats.mean, record["mean"], atol=2e-3)  # onnxruntime front-end vs librosa
+    np.testing.assert_allclose(stats.std, record["std"], rtol=2e-3)
+
+
+def test_predict_with_a_speakers_clips_or_the_call_and_marks_short_clips(tiny_run, tiny_synth, tmp_path, capsys):
+    import soundfile as sf
+    from conftest import run_cli
+
+    _, summary = tiny_run
+    model = summary["graphs"]["int8"]["path"]
+    folder = tiny_synth / "wav" / "spk00"
+    code, out, err = run_cli(["predict", model, folder, "--speaker", folder, "--json"], capsys)
+    assert code == 0, err
+    given = json.loads(out)
+    assert len(given) == 12 and all("from 12 clip(s) of the speaker" in r["speaker_statistics"] for r in given)
+    code, out, _ = run_cli(["predict", model, folder, "--json"], capsys)
+    from_call = json.loads(out)
+    assert all("from the 12 file(s) of this call" in r["speaker_statistics"] for r in from_call)
+    for a, b in zip(given, from_call):  # the same clips: the same statistics, the same probabilities
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-6)
+    blip = tmp_path / "blip.wav"
+    sf.write(blip, 0.3 * np.sin(np.arange(1600) / 3.0).astype(np.float32), 16000)  # 0.1 s
+    code, out, err = run_cli(["predict", model, blip, "--speaker", folder, "--json"], capsys)
+    (result,) = json.loads(out)
+    assert code == 0 and result["unreliable"] is True and result["reason"].startswith("only 0.10 s of audio")
+    assert err.count("unreliable") == 1 and err.count("\n") == 2  # the warning once, the statistics' source
+
