@@ -188,3 +188,20 @@ def test_config_field_normalize_keeps_existing_hashes():
     assert RunConfig(corpus="synth", root="r", out="o", normalize="speaker").config_hash() != base.config_hash()
     with pytest.raises(ConfigError, match="normalize: must be one of utterance, speaker, corpus, none"):
         RunConfig(corpus="synth", root="r", out="o", normalize="global").validate()
+
+
+def test_a_trained_models_normalisation_applies_to_another_corpus(logmel_store):
+    """serkd eval: corpus statistics as the model recorded them; speaker statistics of each new speaker."""
+    from serkd.data.normalize import for_checkpoint
+
+    features, manifest, config = logmel_store
+    frames = row_frames(features, manifest, config)
+    recorded = {"normalize": "corpus", "corpus": {"mean": [1.0] * 128, "std": [2.0] * 128, "frames": 5}}
+    wrapped = for_checkpoint(recorded, config, features, manifest)
+    torch.testing.assert_close(wrapped[np.array([3])], (features[np.array([3])] - 1.0) / 2.0)
+    by_speaker = for_checkpoint({"normalize": "speaker"}, config, features, manifest)
+    own = np.array([i for i, u in enumerate(manifest.utterances) if u.speaker == "spk01"])
+    x = by_speaker[own][:, 0].numpy()
+    real = np.concatenate([row[:, :f] for row, f in zip(x, frames[own])], axis=1)
+    np.testing.assert_allclose(real.mean(1), 0, atol=1e-4)
+    assert for_checkpoint(None, FeatureConfig("mel", 8000), features, manifest) is features
