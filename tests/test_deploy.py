@@ -265,3 +265,12 @@ def test_loading_a_checkpoint_never_unpickles(trained, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     module, meta = load_deployable(trained / "spk00")
     assert meta["model"] == "lightsernet" and not module.training
+
+
+def test_predict_refuses_speaker_clips_for_a_graph_without_speaker_normalisation(exported, tiny_synth, capsys):
+    model = exported["graphs"]["fp32"]["path"]
+    clip = sorted((tiny_synth / "wav" / "spk00").glob("*.wav"))[0]
+    code, _, err = run_cli(["predict", model, clip, "--speaker", clip], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "speaker: " in err and "is not speaker-normalised (normalize: utterance)" in err
+    assert json.loads(OnnxClassifier(model).metadata["normalization"])["normalize"] == "utterance"
