@@ -283,6 +283,14 @@ def export(fold_dir: str | Path, out: str | Path) -> ExportResult:
     return ExportResult(out, out.stat().st_size, difference, props)
 
 
+def recompact(proto: onnx.ModelProto) -> None:
+    """:func:`serkd.deploy.frontend.compact_frontend` again, on a graph rewritten by a tool that folded its
+    constants (the front-end rebuilt from the graph's ``features`` metadata says what to look for)."""
+    features = read_metadata(proto).get("features")
+    if features:
+        compact_frontend(proto, FrontEnd(feature_config({"features": json.loads(features)})))
+
+
 def frontend_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes the first Conv depends on: the front-end (and any padding before the convs)."""
     producer = {name: node for node in proto.graph.node for name in node.output}
@@ -375,6 +383,7 @@ def quantize_int8_static(src: str | Path, out: str | Path, waves) -> dict:
         quantized = onnx.load(str(tmp))
         _set_metadata(quantized, {**props, "quantization": f"int8 static QDQ (onnxruntime, s8 weights per channel, u8 "
                                                            f"activations calibrated on {len(waves)} clips)"})
+        recompact(quantized)  # the pre-processing folded the front-end's factored constant back
         onnx.save(quantized, str(tmp))
 
     atomic_write_with(out, write, suffix=".onnx")

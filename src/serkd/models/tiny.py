@@ -11,7 +11,8 @@ Conv layers on the log-mel (or any (B, 1, F, T) feature) and statistics pooling:
 
 51,367 parameters and 23 MFLOP for a 5 s 128-mel input with 7 classes (``benchmarks/bench_students.py``),
 so the in-graph front-end (73 MFLOP) costs more than the network; ``serkd export --int8`` writes it with
-the log-mel front-end in 153 KB (the limit: 250 KB). ``model(x, return_embedding=True)`` gives ``(logits, embedding)`` (the pooled vector).
+the log-mel front-end in 156 KB (the limit: 250 KB). ``model(x, return_embedding=True)`` gives
+``(logits, embedding)`` (the pooled vector).
 """
 
 from __future__ import annotations
