@@ -7,7 +7,9 @@ Tolerances
   ~1e-3 dB for bins 60-80 dB below the utterance maximum (the worst measured: 2.4e-3 dB, a chirp).
   Bound: 1e-2 dB on every bin, floor included (the -80 dB floor is the same op on both sides).
   MFCCs are an orthonormal DCT of those dB values, so a per-bin error e bounds each coefficient
-  by sqrt(128) e; measured < 1e-3, bound 1e-2.
+  by sqrt(128) e; measured < 1e-3, bound 1e-2. log-mel (natural log of power + 1e-6): the same relative
+  power error is ~1e-5 nats on strong bins; bins near the 1e-6 floor of a pure tone or chirp reach 2e-3
+  (measured); bound 1e-2.
 - onnxruntime vs torch probabilities: 1e-4 absolute (measured ~1e-7).
 """
 
@@ -23,10 +25,9 @@ import torch
 from conftest import run_cli
 
 from serkd.data.audio import load_audio
-from serkd.data.features import FeatureConfig, compute_features
-from serkd.data.features import crop_normalise_pad as numpy_crop_normalise_pad
+from serkd.data.features import FeatureConfig, compute_features, pad_to
 from serkd.deploy.export import INPUT, frontend_nodes, load_deployable, read_metadata
-from serkd.deploy.frontend import FrontEnd, crop_normalise_pad
+from serkd.deploy.frontend import FrontEnd, normalise_pad
 from serkd.deploy.predict import OnnxClassifier
 
 DB_TOLERANCE = 1e-2
@@ -47,7 +48,7 @@ def signals(tiny_synth, n: int = 80000) -> list[np.ndarray]:
             rng.standard_normal(700).astype(np.float32)]
 
 
-@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+@pytest.mark.parametrize("kind", ["mel", "mfcc", "logmel"])
 def test_frontend_matches_librosa(kind, tiny_synth):
     config = FeatureConfig(kind, 80000)
     frontends = {"real-input factorised": FrontEnd(config), "factorised": FrontEnd(config, real_input=False),
@@ -55,7 +56,7 @@ def test_frontend_matches_librosa(kind, tiny_synth):
     assert type(frontends["real-input factorised"].stft).__name__ == "RealFactorisedSTFT"
     assert type(frontends["factorised"].stft).__name__ == "FactorisedSTFT"
     for wave in signals(tiny_synth):
-        expected = compute_features(wave, config)
+        expected = compute_features(wave, config, whole=True)  # no crop: the first signal is longer than 5 s
         for name, frontend in frontends.items():
             with torch.no_grad():
                 got = frontend(torch.from_numpy(wave)[None])[0].numpy()
@@ -63,13 +64,34 @@ def test_frontend_matches_librosa(kind, tiny_synth):
             assert np.abs(got - expected).max() < DB_TOLERANCE, f"{name} DFT, {len(wave)} samples"
 
 
-def test_crop_normalise_pad_matches_numpy():
+def test_normalise_pad_matches_numpy_and_never_crops():
     rng = np.random.default_rng(1)
     for n in (1, 5, 7999, 8000, 8001, 8002, 20001):
         waves = (rng.standard_normal((2, n)) * 0.1 + 0.3).astype(np.float32)
-        got = crop_normalise_pad(torch.from_numpy(waves), 8000).numpy()
-        for row, wave in zip(got, waves):
-            np.testing.assert_allclose(row, numpy_crop_normalise_pad(wave, 8000), atol=1e-6)
+        got = normalise_pad(torch.from_numpy(waves), 8000, normalise=True).numpy()
+        raw = normalise_pad(torch.from_numpy(waves), 8000, normalise=False).numpy()
+        assert got.shape == raw.shape == (2, max(n, 8000))
+        for row, kept, wave in zip(got, raw, waves):
+            x = wave.astype(np.float64)
+            np.testing.assert_allclose(row, pad_to((x - x.mean()) / np.sqrt(x.var() + 1e-7), 8000), atol=1e-6)
+            np.testing.assert_array_equal(kept, pad_to(wave, 8000))
+
+
+def test_logmel_keeps_level_and_real_frames_are_counted():
+    config = FeatureConfig("logmel", 8000)
+    t = np.arange(4000) / 16000
+    wave = (0.1 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    quiet, loud = compute_features(wave, config), compute_features(4 * wave, config)
+    frames = 16  # ceil(4000 / 256): the frames centred on real samples
+    # 12 dB louder is log(16) = 2.77 nats more in every bin with energy, and padding stays at log(1e-6)
+    strong = quiet[:, 2 : frames - 3] > np.log(1e-6) + 9  # bins far above the floor (power > 8000 eps)
+    assert strong.sum() > 20
+    np.testing.assert_allclose((loud - quiet)[:, 2 : frames - 3][strong], np.log(16.0), atol=1e-3)
+    assert np.all(quiet[:, frames + 2:] == np.float32(np.log(np.float32(1e-6))))
+    frontend = FrontEnd(config)
+    assert frontend.real_frames(torch.zeros(1, 4000)) == frames == int(np.ceil(4000 / 256))
+    mel = compute_features(wave, FeatureConfig("mel", 8000))
+    np.testing.assert_allclose(mel, compute_features(4 * wave, FeatureConfig("mel", 8000)), atol=1e-3)  # level gone
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +211,9 @@ def test_predict_any_rate_and_channels_and_bad_files(exported, tiny_synth, tmp_p
     results = json.loads(out)
     assert [r["path"] for r in results[:2]] == [str(source), str(stereo)]
     assert len(results) == 2 + len(list(folder.glob("*.wav")))
-    for r in results:
-        assert set(r) == {"path", "label", "probs"} and r["label"] == max(r["probs"], key=r["probs"].get)
+    for r in results:  # clips of 0.5-1 s, the model trained on 0.5 s: longer ones are scored in windows of it
+        assert set(r) - {"windows", "note"} == {"path", "label", "probs"}
+        assert r["label"] == max(r["probs"], key=r["probs"].get)
         assert abs(sum(r["probs"].values()) - 1) < 1e-5
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("serkd: error: ") for line in lines)
@@ -242,3 +265,12 @@ def test_loading_a_checkpoint_never_unpickles(trained, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     module, meta = load_deployable(trained / "spk00")
     assert meta["model"] == "lightsernet" and not module.training
+
+
+def test_predict_refuses_speaker_clips_for_a_graph_without_speaker_normalisation(exported, tiny_synth, capsys):
+    model = exported["graphs"]["fp32"]["path"]
+    clip = sorted((tiny_synth / "wav" / "spk00").glob("*.wav"))[0]
+    code, _, err = run_cli(["predict", model, clip, "--speaker", clip], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "speaker: " in err and "is not speaker-normalised (normalize: utterance)" in err
+    assert json.loads(OnnxClassifier(model).metadata["normalization"])["normalize"] == "utterance"

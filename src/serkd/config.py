@@ -93,6 +93,12 @@ def _feature_kinds() -> list[str]:
     return list(PRESETS)
 
 
+def _normalize_choices() -> list[str]:
+    from serkd.data.statistics import NORMALIZE_CHOICES
+
+    return list(NORMALIZE_CHOICES)
+
+
 def _methods() -> list[str]:
     from serkd import distill
 
@@ -240,6 +246,22 @@ class SpectrogramConfig(TrainingConfig):
     features: str = field(default="mel", metadata=meta("input features", choices=_feature_kinds))
     student_params: dict = field(default_factory=dict, metadata=meta(
         "model option, KEY=VALUE, repeatable (serkd students lists them)"))
+    normalize: str | None = field(default=None, metadata=meta(
+        "feature normalisation per bin over real frames: utterance (mel/mfcc already standardise each waveform), "
+        "speaker (each speaker's own statistics, the test speaker's from its unlabelled audio: results marked "
+        "speaker-normalised), corpus (the fold's training speakers'), none; default: the feature kind's (mel, mfcc: "
+        "utterance; logmel: corpus)", hashed="unless-default", choices=_normalize_choices))
+
+    def derived_values(self) -> dict[str, Any]:
+        from serkd.data.normalize import resolve
+
+        resolved = {"normalize": resolve(None, self.features)} if self.normalize is None else {}
+        return {**super().derived_values(), **resolved}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.normalize is not None and self.normalize not in _normalize_choices():
+            raise ConfigError("normalize", f"must be one of {', '.join(_normalize_choices())}, not {self.normalize!r}")
 
 
 @dataclass(kw_only=True)

@@ -65,13 +65,18 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="emotion of audio files with an exported graph (any rate / channels)")
     p.add_argument("model", type=Path, help="a graph written by serkd export")
     p.add_argument("audio", nargs="+", type=Path, help="audio files or folders (searched recursively)")
-    p.add_argument("--json", action="store_true", help='print [{"path", "label", "probs": {label: p}}]')
+    p.add_argument("--json", action="store_true", help='print [{"path", "label", "probs": {label: p}, ...}]')
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
-    p.add_argument("--window", type=float, metavar="S", help="long audio: predict every S-second window too; "
-                   "each file gets a timeline and the label of its mean window probabilities")
+    p.add_argument("--window", type=float, metavar="S",
+                   help="predict every S-second window, each scored whole, and give each file a timeline and the "
+                        "label of its mean window probabilities (default: files longer than the model's training "
+                        "length are scored as windows of that length, and the output says so)")
     p.add_argument("--hop", type=float, metavar="H", help="seconds between window starts (default: the window)")
     p.add_argument("--min-seconds", type=float, default=0.5,
-                   help="warn about clips shorter than this instead of trusting their label (default: 0.5)")
+                   help='mark clips shorter than this "unreliable" (default: 0.5)')
+    p.add_argument("--speaker", type=Path, nargs="+", metavar="CLIPS",
+                   help="speaker-normalised graphs: the speaker's statistics from these clips (files or folders; "
+                        "default: from the files of this call, taken as one speaker)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -79,22 +84,27 @@ def cmd_predict(args) -> None:
     from serkd.deploy.predict import OnnxClassifier, predict
 
     results, problems = predict(OnnxClassifier(args.model, args.threads), args.audio, args.window, args.hop,
-                                args.min_seconds)
-    for r in results:
-        if r.get("warning"):
-            stderr.print(f"[yellow]{r['path']}: {r['warning']}")
+                                args.min_seconds, args.speaker)
+    for r in results:  # said once per file, here; the library only marks the result
+        if r.get("unreliable"):
+            stderr.print(f"[yellow]serkd: warning: {r['path']}: {r['reason']}: the prediction is unreliable",
+                         highlight=False)
+    if results and results[0].get("speaker_statistics"):
+        stderr.print(f"speaker statistics {results[0]['speaker_statistics']}", highlight=False)
     if args.json:
         print_json(results)
     elif results:
         from rich.table import Table
 
         table = Table()
-        for column in ("path", "label", "probability"):
+        for column in ("path", "label", "probability", "note"):
             table.add_column(column, justify="right" if column == "probability" else "left")
         for r in results:
-            table.add_row(r["path"], r["label"], f"{r['probs'][r['label']]:.3f}")
+            note = "unreliable: " + r["reason"] if r.get("unreliable") else (
+                f"mean of {r['windows']} windows of the training length" if r.get("windows") else "")
+            table.add_row(r["path"], r["label"], f"{r['probs'][r['label']]:.3f}", note)
             for w in r.get("timeline", []):
-                table.add_row(f"  {w['start']:.2f}-{w['end']:.2f} s", w["label"], f"{w['probs'][w['label']]:.3f}")
+                table.add_row(f"  {w['start']:.2f}-{w['end']:.2f} s", w["label"], f"{w['probs'][w['label']]:.3f}", "")
         stdout.print(table)
     if problems:  # every readable file was predicted; the bad ones end the command, one line each
         raise SerkdError("\n".join(str(problem) for problem in problems))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from serkd.data.cache import cache_root
-from serkd.data.features import FeatureCache, FeatureConfig, per_utterance
+from serkd.data.features import FeatureCache, FeatureConfig, audio_samples, per_utterance, real_frames
 from serkd.data.manifest import Manifest
 from serkd.errors import SerkdError
 from serkd.io import atomic_path, atomic_write_json, locked, read_json
@@ -42,10 +42,15 @@ STORE_VERSION = 1
 
 
 class MappedFeatures:
-    """A (N, F, T) array (memory-mapped or not) seen as the (N, 1, F, T) float32 tensor the loop indexes."""
+    """A (N, F, T) array (memory-mapped or not) seen as the (N, 1, F, T) float32 tensor the loop indexes.
 
-    def __init__(self, array: np.ndarray):
+    ``path``: the store file it maps (None for an in-RAM array); per-store facts computed later (each row's
+    real frames, per-speaker statistics) are kept beside it or memoised in ``memo``."""
+
+    def __init__(self, array: np.ndarray, path: Path | None = None):
         self.array = array
+        self.path = path
+        self.memo: dict = {}
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -148,7 +153,7 @@ def _open(path: Path, manifest: Manifest, skip_bad: bool) -> tuple[MappedFeature
         kept.notes = [*manifest.notes, f"skipped {len(manifest) - len(kept)} bad audio file(s)"]
     if len(kept) != rows or array.shape[0] < rows:
         return None
-    return MappedFeatures(array[:rows]), kept
+    return MappedFeatures(array[:rows], path), kept
 
 
 def _build(path: Path, manifest: Manifest, config: FeatureConfig, skip_bad: bool,
@@ -175,3 +180,29 @@ def _build(path: Path, manifest: Manifest, config: FeatureConfig, skip_bad: bool
         "features": config.to_json(), "kept": kept_rows, "skipped": len(manifest) - written,
     })
     return StoreInfo(path, built=True, computed=cache.computed, reused=cache.reused)
+
+
+def row_frames(features: MappedFeatures, manifest: Manifest, config: FeatureConfig) -> np.ndarray:
+    """Each row's real frames (:func:`serkd.data.features.real_frames`: frames holding audio, not padding), rows
+    as ``manifest`` (the store's kept rows). Computed once from the audio headers and kept beside the store as
+    ``<store>.frames.npy`` (written atomically), so statistics never count padded frames."""
+    key = ("frames", config.key())
+    if key in features.memo:
+        return features.memo[key]
+    cached = features.path.with_suffix(".frames.npy") if features.path is not None else None
+    frames = None
+    if cached is not None and cached.is_file():
+        try:
+            frames = np.load(cached, allow_pickle=False)
+        except (OSError, ValueError):
+            frames = None  # damaged: recomputed
+        if frames is not None and frames.shape != (len(features),):
+            frames = None
+    if frames is None:
+        samples = np.array([audio_samples(u.path, config.sample_rate) for u in manifest.utterances], dtype=np.int64)
+        frames = np.asarray(real_frames(samples, config), dtype=np.int64)
+        if cached is not None:
+            with atomic_path(cached, suffix=".npy") as tmp, open(tmp, "wb") as handle:
+                np.save(handle, frames, allow_pickle=False)
+    features.memo[key] = frames
+    return frames

@@ -1,16 +1,21 @@
 """Export a trained student (a run's fold folder) to one ONNX graph: waveform in, class probabilities out.
 
-The graph is ``FrontEnd`` (crop, normalise, pad, STFT, mel/MFCC, dB: :mod:`serkd.deploy.frontend`)
-followed by the student and a softmax. Input ``waveform``: float32 (batch, samples), 16 kHz mono,
-both dimensions dynamic (rows of one batch share a length); output ``probs``: (batch, classes) in
-the order of the ``labels`` metadata entry.
+The graph is ``FrontEnd`` (waveform normalisation for the seed's presets, padding to the feature length,
+STFT, mel/MFCC/log-mel: :mod:`serkd.deploy.frontend`), the run's ``FeatureNormalizer``, the student and a
+softmax. Input ``waveform``: float32 (batch, samples), 16 kHz mono, both dimensions dynamic (rows of one
+batch share a length; nothing is cropped: a clip is scored whole); output ``probs``: (batch, classes) in
+the order of the ``labels`` metadata entry. A ``speaker``-normalised graph also takes ``feature_mean`` and
+``feature_std`` (F,), the speaker's statistics, backed by initializers of the same names holding the training
+speakers' statistics (onnxruntime uses those unless the inputs are fed), and also returns ``frame_count``
+(batch,), ``feature_sum`` and ``feature_sumsq`` (batch, F): the real-frame moments of the un-normalised
+features, which summed over a speaker's clips give that speaker's statistics with onnxruntime alone.
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), the supported one in torch
-2.14: the legacy TorchScript exporter is deprecated, and its tracer records the input length as a
-constant unless the crop is rewritten around traced ``Shape`` tensors. With dynamo the only
-length-dependent part, the crop, is a custom op with a static output shape and an onnxscript
-translation (``ONNX_TRANSLATIONS``), so the exported graph has no shape guards. The example batch
-has two rows so the batch dimension is not specialised to 1.
+2.14. Every length-dependent size is written so torch.export can carry it symbolically (the padding to the
+feature length is ``sym_max``, frames follow from the padded length), so the graph has no shape guards and
+no custom ops. The example batch has two rows so the batch dimension is not specialised to 1.
+:func:`serkd.deploy.frontend.compact_frontend` then stores the front-end's largest constant as its factors
+and drops the exporter's debugging metadata (a tiny student's graph shrinks from 680 to 280 KB).
 
 ``quantize_int8`` is onnxruntime's dynamic quantization (weights int8 ahead of time, activations
 quantized per call, so no calibration data is needed) of the student's Conv / MatMul / Gemm nodes.
@@ -39,28 +44,55 @@ import torch
 from torch import nn
 
 from serkd.data.features import FeatureConfig
-from serkd.deploy.frontend import ONNX_OPSET, ONNX_TRANSLATIONS, FrontEnd
+from serkd.deploy.frontend import (
+    ONNX_OPSET,
+    ONNX_TRANSLATIONS,
+    FeatureNormalizer,
+    FrontEnd,
+    compact_frontend,
+    feature_moments,
+)
 from serkd.errors import SerkdError
 from serkd.io import atomic_write_with
 from serkd.train.checkpoint import load_checkpoint
 
 INPUT = "waveform"
 OUTPUT = "probs"
+# speaker-normalised graphs only: the speaker's statistics in (defaults: the training speakers'), and the
+# un-normalised features' real-frame moments out, so onnxruntime alone can compute a speaker's statistics
+MEAN_INPUT, STD_INPUT = "feature_mean", "feature_std"
+MOMENT_OUTPUTS = ("frame_count", "feature_sum", "feature_sumsq")
 PARITY_ATOL = 1e-4  # probabilities: onnxruntime against the torch module at export time
 
 
 class Deployable(nn.Module):
-    """Waveform (batch, samples) -> class probabilities (batch, classes)."""
+    """Waveform (batch, samples) -> class probabilities (batch, classes).
 
-    def __init__(self, frontend: FrontEnd, student: nn.Module, outputs_probabilities: bool = False):
+    With a ``speaker`` normaliser it takes ``feature_mean`` / ``feature_std`` (F,) too (None: the recorded
+    training speakers' statistics) and also returns the real-frame count (B,), per-bin sum and sum of squares
+    (B, F) of the un-normalised features (:func:`serkd.deploy.frontend.feature_moments`)."""
+
+    def __init__(self, frontend: FrontEnd, student: nn.Module, outputs_probabilities: bool = False,
+                 normalizer: FeatureNormalizer | None = None):
         super().__init__()
         self.frontend = frontend
         self.student = student
         self.outputs_probabilities = outputs_probabilities  # the seed's head already ends in a softmax
+        self.normalizer = normalizer or FeatureNormalizer(None, frontend.kind, frontend.n_mels)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        out = self.student(self.frontend(waveform).unsqueeze(1))
-        return out if self.outputs_probabilities else out.softmax(dim=-1)
+    @property
+    def takes_statistics(self) -> bool:
+        return self.normalizer.takes_statistics
+
+    def forward(self, waveform: torch.Tensor, feature_mean: torch.Tensor | None = None,
+                feature_std: torch.Tensor | None = None):
+        features = self.frontend(waveform)
+        frames = self.frontend.real_frames(waveform)
+        out = self.student(self.normalizer(features, frames, feature_mean, feature_std).unsqueeze(1))
+        probs = out if self.outputs_probabilities else out.softmax(dim=-1)
+        if not self.takes_statistics:
+            return probs
+        return (probs, *feature_moments(features, frames))
 
 
 def feature_config(meta: dict) -> FeatureConfig:
@@ -74,8 +106,13 @@ def feature_config(meta: dict) -> FeatureConfig:
 
 
 def deployable(meta: dict, student: nn.Module) -> Deployable:
+    """The student behind its front-end and the normalisation ``meta`` records (a checkpoint's
+    ``normalization``; without one, the feature kind's default, with placeholder statistics if it needs any:
+    a twin rebuilt from a graph's metadata, for timing, whose statistics live in the graph)."""
     seed_softmax = bool((meta.get("model_options") or {}).get("seed_softmax"))
-    return Deployable(FrontEnd(feature_config(meta)), student, outputs_probabilities=seed_softmax).eval()
+    frontend = FrontEnd(feature_config(meta))
+    normalizer = FeatureNormalizer(meta.get("normalization"), frontend.kind, frontend.output_bins)
+    return Deployable(frontend, student, outputs_probabilities=seed_softmax, normalizer=normalizer).eval()
 
 
 def load_deployable(fold_dir: str | Path) -> tuple[Deployable, dict]:
@@ -95,8 +132,11 @@ def metadata(meta: dict, fold_dir: str | Path) -> dict[str, str]:
         "labels": json.dumps(list(meta["labels"])),
         "sample_rate": str(feature_config(meta).sample_rate),
         "features": json.dumps(meta.get("features"), sort_keys=True),
-        "input": f"{INPUT}: float32 (batch, samples), mono, any length; cropped/padded to the feature length",
+        "input": f"{INPUT}: float32 (batch, samples), mono, any length (never cropped: a clip is scored whole; one "
+                 "shorter than the feature length is zero-padded to it, as in training)",
         "output": f"{OUTPUT}: float32 (batch, classes), probabilities in the order of 'labels'",
+        "normalization": json.dumps(normalization_summary(meta.get("normalization"), feature_config(meta).kind),
+                                    sort_keys=True),
         "model": str(meta.get("model")),
         "model_options": json.dumps(meta.get("model_options") or {}, sort_keys=True),
         "source_fold_dir": str(Path(fold_dir).resolve()),
@@ -122,40 +162,97 @@ def _set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
+def normalization_summary(record: dict | None, kind: str) -> dict:
+    """The normalisation as the graph's metadata says it (statistics arrays stay in the graph)."""
+    from serkd.data.normalize import resolve
+
+    record = dict(record or {})
+    summary = {"normalize": resolve(record.get("normalize"), kind),
+               "statistics": record.get("statistics", "per utterance inside the feature (the seed's preset)")}
+    if "corpus" in record:
+        summary["corpus_speakers"] = record["corpus"].get("speakers")
+        summary["corpus_frames"] = record["corpus"].get("frames")
+    if summary["normalize"] == "speaker":
+        summary["inputs"] = (f"{MEAN_INPUT}, {STD_INPUT}: float32 (F,), the speaker's per-bin mean and std (default: "
+                             "the corpus statistics of the training speakers)")
+        summary["outputs"] = (f"{', '.join(MOMENT_OUTPUTS)}: real-frame count (batch,), per-bin sum and sum of "
+                              "squares (batch, F) of the un-normalised features: sum them over a speaker's clips, "
+                              "mean = sum / count, std = sqrt(sumsq / count - mean^2 + 1e-6)")
+    return summary
+
+
 def to_onnx(module: Deployable, example_length: int) -> onnx.ModelProto:
-    """Trace ``module`` with dynamic batch and length; the example length only needs to exceed 1."""
+    """Trace ``module`` with dynamic batch and length; the example length only needs to exceed 1. A speaker-
+    normalised module gets ``feature_mean`` / ``feature_std`` inputs backed by its recorded corpus statistics
+    (initializers of the same names: onnxruntime uses them unless the caller feeds the inputs) and the moment
+    outputs."""
     batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples")
     example = torch.randn(2, max(example_length, 2), generator=torch.Generator().manual_seed(0))
+    args: tuple = (example,)
+    inputs, outputs, shapes = [INPUT], [OUTPUT], [{0: batch, 1: samples}]
+    if module.takes_statistics:
+        args += (module.normalizer.mean.clone(), module.normalizer.std.clone())
+        inputs += [MEAN_INPUT, STD_INPUT]
+        outputs += list(MOMENT_OUTPUTS)
+        shapes += [None, None]
     # the exporter's progress lines and torch.export's warnings are not the user's business
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with torch.no_grad():
-        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT],
-                                    output_names=[OUTPUT], dynamic_shapes=({0: batch, 1: samples},),
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=ONNX_OPSET, input_names=inputs,
+                                    output_names=outputs, dynamic_shapes=tuple(shapes),
                                     custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
-    return program.model_proto
+    proto = program.model_proto
+    if module.takes_statistics:
+        for name, value in ((MEAN_INPUT, module.normalizer.mean), (STD_INPUT, module.normalizer.std)):
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(value.numpy(), name))
+    compact_frontend(proto, module.frontend)
+    return proto
 
 
 def parity_signals(length: int, seed: int = 0) -> list[np.ndarray]:
-    """Waves shorter than, equal to and longer than the crop length (tones in noise): every crop path."""
+    """Waves much shorter than, equal to and longer than the feature length (tones in noise, at two levels):
+    the padded, exact and whole paths."""
     rng = np.random.default_rng(seed)
     waves = []
-    for n in (max(length // 3, 2), length, length + length // 2 + 1):
+    for n, level in ((max(length // 3, 2), 0.3), (length, 0.05), (length + length // 2 + 1, 0.3)):
         t = np.arange(n) / 16000
-        waves.append((0.3 * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.05 * rng.standard_normal(n)).astype(np.float32))
+        waves.append((level * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.05 * rng.standard_normal(n)).astype(
+            np.float32))
     return waves
 
 
+def _feeds_and_expected(module: Deployable, wave: np.ndarray, statistics: tuple | None):
+    x = torch.from_numpy(np.atleast_2d(wave))
+    feeds = {INPUT: x.numpy()}
+    with torch.no_grad():
+        if statistics is None:
+            expected = module(x)
+        else:
+            mean, std = (torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in statistics)
+            expected = module(x, mean, std)
+            feeds.update({MEAN_INPUT: mean.numpy(), STD_INPUT: std.numpy()})
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    return feeds, [e.numpy() for e in expected]
+
+
 def max_difference(module: Deployable, proto: onnx.ModelProto, waves: list[np.ndarray]) -> float:
-    """Largest |p_onnxruntime - p_torch| over the waves."""
+    """Largest |p_onnxruntime - p_torch| over the waves (a speaker-normalised graph: with its default statistics
+    and with given ones; its moment outputs are compared too, relative to their size)."""
     from serkd.deploy.predict import session
 
     runner = session(proto.SerializeToString(), threads=1)
+    cases: list = [None]
+    if module.takes_statistics:
+        mean, std = module.normalizer.mean.numpy(), module.normalizer.std.numpy()
+        cases.append((mean + 0.5 * std, 1.3 * std))  # another speaker's statistics: the inputs are used
     worst = 0.0
     for wave in waves:
-        with torch.no_grad():
-            expected = module(torch.from_numpy(wave)[None]).numpy()
-        got = runner.run(None, {INPUT: wave[None]})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
+        for statistics in cases:
+            feeds, expected = _feeds_and_expected(module, wave, statistics)
+            got = runner.run(None, feeds)
+            worst = max(worst, float(np.abs(got[0] - expected[0]).max()))
+            for g, e in zip(got[1:], expected[1:]):  # moments: relative to their scale
+                worst = max(worst, float(np.abs(g - e).max() / max(np.abs(e).max(), 1.0)))
     return worst
 
 
@@ -171,6 +268,9 @@ def export(fold_dir: str | Path, out: str | Path) -> ExportResult:
     """Export the fold's student; refuse to write a graph that disagrees with torch beyond PARITY_ATOL."""
     fold_dir, out = Path(fold_dir), Path(out)
     module, meta = load_deployable(fold_dir)
+    if module.normalizer.placeholder:
+        raise SerkdError(f"{fold_dir}: normalization {module.normalizer.normalize!r} but checkpoint.json records no "
+                         "statistics (retrain the fold)")
     proto = to_onnx(module, feature_config(meta).length + 1)
     props = metadata(meta, fold_dir)
     _set_metadata(proto, props)
@@ -181,6 +281,14 @@ def export(fold_dir: str | Path, out: str | Path) -> ExportResult:
                          f"(> {PARITY_ATOL}); not written")
     atomic_write_with(out, lambda tmp: onnx.save(proto, str(tmp)), suffix=".onnx")
     return ExportResult(out, out.stat().st_size, difference, props)
+
+
+def recompact(proto: onnx.ModelProto) -> None:
+    """:func:`serkd.deploy.frontend.compact_frontend` again, on a graph rewritten by a tool that folded its
+    constants (the front-end rebuilt from the graph's ``features`` metadata says what to look for)."""
+    features = read_metadata(proto).get("features")
+    if features:
+        compact_frontend(proto, FrontEnd(feature_config({"features": json.loads(features)})))
 
 
 def frontend_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -275,6 +383,7 @@ def quantize_int8_static(src: str | Path, out: str | Path, waves) -> dict:
         quantized = onnx.load(str(tmp))
         _set_metadata(quantized, {**props, "quantization": f"int8 static QDQ (onnxruntime, s8 weights per channel, u8 "
                                                            f"activations calibrated on {len(waves)} clips)"})
+        recompact(quantized)  # the pre-processing folded the front-end's factored constant back
         onnx.save(quantized, str(tmp))
 
     atomic_write_with(out, write, suffix=".onnx")

@@ -25,6 +25,7 @@ import numpy as np
 
 from serkd.data.corpora import load_corpus
 from serkd.data.features import FeatureConfig
+from serkd.data.normalize import for_checkpoint
 from serkd.data.store import feature_store
 from serkd.errors import SerkdError
 from serkd.experiments.report import GROUP_KEYS, summarise
@@ -104,7 +105,8 @@ def evaluate_run(run_dir: str | Path, corpus: str, root: str | Path, label_map: 
         model, meta = load_checkpoint(folder)
         if list(meta["labels"]) != run_labels or meta.get("features") != first.get("features"):
             raise SerkdError(f"{folder}: its labels or features differ from {folders[0]}'s: not one run")
-        logits = predict_logits(model.to(where), matrix, np.arange(len(manifest)), where)
+        features = for_checkpoint(meta.get("normalization"), feature_config, matrix, manifest)  # as in training
+        logits = predict_logits(model.to(where), features, np.arange(len(manifest)), where)
         predictions = shared_ids[logits[:, shared_ids].argmax(axis=1)]
         wa, ua = wa_ua(targets, predictions)
         fold = meta.get("fold") or {}

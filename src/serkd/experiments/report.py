@@ -30,7 +30,7 @@ from rich.table import Table
 from serkd.errors import SerkdError
 from serkd.io import read_json
 from serkd.layout import DB_NAME, RESULTS, RUN_FILE
-from serkd.train.results import FoldResult
+from serkd.train.results import MARK_SPEAKER_NORMALISED, FoldResult
 
 ROW_KEYS = ("fold", "test", "valid", "wa", "ua", "valid_wa", "valid_ua", "best_epoch", "epochs", "selection",
             "marks", "n_train", "n_valid", "n_test", "absent_test_classes", "corpus", "student", "method",
@@ -44,6 +44,9 @@ COLLAPSE_SHARE = 0.8  # one class takes this share of the predictions...
 COLLAPSE_EXCESS = 0.1  # ...and that much more than its share of the true labels
 MARK_INCOMPLETE = "incomplete"
 MARK_COLLAPSED = "collapsed"
+SPEAKER_NORMALISED_NOTE = (f"{MARK_SPEAKER_NORMALISED}: features standardised with each speaker's own statistics, "
+                           "the test speaker's taken from its own unlabelled test audio (transductive, as is usual in "
+                           "SER papers; a deployment needs some audio of the speaker first)")
 
 
 # ---------------------------------------------------------------- loading
@@ -322,6 +325,8 @@ def paper_tables(summary: list[dict]) -> list[dict]:
             row["cells"][labels[id(g)]] = cell_text(g)
             if g["marks"]:
                 notes.append(f"{g['student']}/{g['features']}/{labels[id(g)]}: {', '.join(g['marks'])}")
+        if any(MARK_SPEAKER_NORMALISED in g["marks"] for g in groups):
+            notes.append(SPEAKER_NORMALISED_NOTE)
         tables.append({"corpus": corpus, "columns": columns, "rows": list(rows.values()), "notes": notes})
     return tables
 

@@ -11,6 +11,10 @@ before dropout (``embedding_dim``), what feature-based KD compares with the teac
 
 The seed ends the network with a softmax, so its KD losses see probabilities, not logits. serkd
 returns logits; ``seed_softmax=True`` reproduces the seed's head.
+
+``pooling``: ``global`` (the seed's global average pool: today's model, parameters and state-dict keys),
+``stats`` (mean + std over time per channel and frequency band, :mod:`serkd.models._pooling`: 2560-d
+embedding) or ``attentive`` (the same, weighted by attention over frames).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from serkd.models import register
+from serkd.models._pooling import TimePooling, check_pooling
 
 
 def _same_conv(cin: int, cout: int, kernel, bias: bool) -> nn.Module:
@@ -37,8 +42,10 @@ def _conv_bn_relu(cin: int, cout: int, kernel, bias: bool) -> list[nn.Module]:
 
 @register("lightsernet")
 class LightSERNetPlus(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int = 1, dropout: float = 0.3, seed_softmax: bool = False):
+    def __init__(self, num_classes: int, in_chans: int = 1, dropout: float = 0.3, seed_softmax: bool = False,
+                 pooling: str = "global"):
         super().__init__()
+        check_pooling(pooling)
         self.seed_softmax = seed_softmax
         self.paths = nn.ModuleList(
             nn.Sequential(*_conv_bn_relu(in_chans, width, kernel, bias=True), nn.AvgPool2d(2))
@@ -61,14 +68,19 @@ class LightSERNetPlus(nn.Module):
             cin = cout
         self.body = nn.Sequential(*layers)
         # one Sequential (its state-dict keys are the checkpoints'); forward splits it after the pooling
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
-        )
-        self.embedding_dim = cin
+        if pooling == "global":
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
+            )
+            self.embedding_dim = cin
+        else:
+            pool = TimePooling(cin, pooling)
+            self.head = nn.Sequential(pool, nn.Identity(), nn.Dropout(dropout), nn.Linear(pool.out_dim, num_classes))
+            self.embedding_dim = pool.out_dim
 
     def forward(self, x: torch.Tensor, return_embedding: bool = False):
         """Logits [B, C] (probabilities with ``seed_softmax``); with ``return_embedding`` also the
-        pooled features [B, 320] before dropout."""
+        pooled features [B, embedding_dim] before dropout (320 with global pooling)."""
         x = torch.cat([path(x) for path in self.paths], dim=1)
         pool, flatten, dropout, linear = self.head
         embedding = flatten(pool(self.body(x)))

@@ -31,6 +31,7 @@ from serkd import models
 from serkd.config import ConfigError, RunConfig
 from serkd.data import teacher_outputs
 from serkd.data.features import FeatureConfig
+from serkd.data.normalize import fold_normalization
 from serkd.errors import SerkdError
 from serkd.io import read_json
 from serkd.layout import FINAL, RESULTS
@@ -121,6 +122,8 @@ def train_final(config: RunConfig, data=None, on_event: OnEvent | None = None, o
     torch.manual_seed(config.seed)
     model = models.create(config.student, num_classes=len(manifest.labels), **config.model_options())
     every = np.arange(len(manifest))
+    norm = fold_normalization(config.normalize, FeatureConfig(config.features, config.crop_length), data.features,
+                              manifest, every, train_description="every speaker (a final model holds none out)")
     # nothing is held out: the epoch lines show no validation score
     clock = EpochClock(emit, FINAL, epochs, f"{config.student}/{config.method}", held_out=False)
     last: dict = {}
@@ -132,7 +135,7 @@ def train_final(config: RunConfig, data=None, on_event: OnEvent | None = None, o
 
     started = time.perf_counter()
     # the loop's validation pass needs some utterances: one batch of training ones, its scores unused
-    result = fit(model, loss_fn, data.features, data.targets, every, every[: config.batch_size],
+    result = fit(model, loss_fn, norm.features, data.targets, every, every[: config.batch_size],
                  config.replace(epochs=epochs), teacher_logits, device, on_epoch, teacher_embeddings)
     model.load_state_dict(last)
     seconds = time.perf_counter() - started
@@ -144,6 +147,7 @@ def train_final(config: RunConfig, data=None, on_event: OnEvent | None = None, o
         "config": config.to_dict(), "data_hash": data.data_hash, "provenance": provenance(), "best_epoch": None,
         "epochs": epochs, "n_train": len(manifest), "teacher": teacher, "train_seconds": round(seconds, 2),
         "train_loss": [h["train_loss"] for h in result.history], "cv": cv, "final_key": key,
+        "normalization": norm.record,
     }
     save_checkpoint(folder, model, meta)
     emit.info(f"{FINAL}: {len(manifest)} utterances of {len(speakers)} speakers, {epochs} epochs (median best epoch "

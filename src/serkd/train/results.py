@@ -7,7 +7,8 @@ Marks say how a number was obtained when that is not the honest default:
 ``test-selected`` (best epoch picked on the test fold, as the seed did), ``leaky-teacher`` (distilled
 from a teacher that saw the fold's test speakers), ``stale-teacher`` (teacher outputs computed on
 other audio than the corpus now holds), ``search-selected`` (parameters chosen by ``serkd search``
-on validation UA, then tested once).
+on validation UA, then tested once), ``speaker-normalised`` (features standardised with each speaker's own
+statistics, the test speaker's from its own unlabelled audio: transductive, see ``serkd.data.normalize``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MARK_TEST_SELECTED = "test-selected"
 MARK_LEAKY_TEACHER = "leaky-teacher"
 MARK_STALE_TEACHER = "stale-teacher"
 MARK_SEARCH_SELECTED = "search-selected"  # parameters chosen by serkd search on validation UA
+MARK_SPEAKER_NORMALISED = "speaker-normalised"  # normalize: speaker (serkd.data.normalize)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from serkd.config import ConfigError, RunConfig
 from serkd.data import teacher_outputs
 from serkd.data.features import FeatureConfig
 from serkd.data.manifest import Manifest
+from serkd.data.normalize import FoldNormalization, fold_normalization
 from serkd.data.protocol import Fold, pick_folds
 from serkd.data.store import MappedFeatures, feature_store
 from serkd.errors import SerkdError
@@ -42,7 +43,7 @@ from serkd.train.checkpoint import save_checkpoint
 from serkd.train.events import Emitter, EpochClock, OnEvent
 from serkd.train.loop import FitResult, fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
-from serkd.train.results import FoldResult
+from serkd.train.results import MARK_SPEAKER_NORMALISED, FoldResult
 
 
 @dataclass
@@ -235,11 +236,14 @@ class Trained:
     seconds: float
     test_predictions: np.ndarray
     device: torch.device
+    normalization: FoldNormalization  # the features as the model saw them, and the record of how
 
 
 def fit_student(config: RunConfig, data: PreparedData, fold: Fold, parts: dict, loss_fn: torch.nn.Module,
                 teacher: TeacherFold | None, emit: Emitter) -> Trained:
     """Build the student (seeded), fit it on ``parts['train']`` selecting on ``parts['valid']``, predict the test."""
+    norm = fold_normalization(config.normalize, FeatureConfig(config.features, config.crop_length), data.features,
+                              data.manifest, parts["train"], fold.test)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     model = models.create(config.student, num_classes=len(data.manifest.labels), **config.model_options())
@@ -248,20 +252,20 @@ def fit_student(config: RunConfig, data: PreparedData, fold: Fold, parts: dict, 
                           teacher.embeddings is not None else None)
     clock = EpochClock(emit, fold.name, config.epochs, f"{config.student}/{config.method}")
     started = time.perf_counter()
-    result = fit(model, loss_fn, data.features, data.targets, parts["train"], parts["valid"], config,
+    result = fit(model, loss_fn, norm.features, data.targets, parts["train"], parts["valid"], config,
                  teacher_logits, device, clock.epoch, teacher_embeddings)
     seconds = time.perf_counter() - started
-    test_predictions = predict_logits(model, data.features, parts["test"], device).argmax(axis=1)
-    return Trained(model, result, seconds, test_predictions, device)
+    test_predictions = predict_logits(model, norm.features, parts["test"], device).argmax(axis=1)
+    return Trained(model, result, seconds, test_predictions, device, norm)
 
 
 def checkpoint_meta(config: RunConfig, data: PreparedData, fold: Fold, record: dict, best_epoch: int,
-                    run_config: dict | None = None) -> dict:
+                    normalization: dict, run_config: dict | None = None) -> dict:
     """``checkpoint.json`` of a model fitted on a fold (a student, or a CNN teacher: ``run_config`` its config)."""
     return {"model": config.student, "model_options": config.model_options(), "labels": data.manifest.labels,
             "features": FeatureConfig(config.features, config.crop_length).to_json(), "fold": fold.to_json(),
             "config": run_config or config.to_dict(), "data_hash": data.data_hash, "provenance": record,
-            "best_epoch": best_epoch}
+            "best_epoch": best_epoch, "normalization": normalization}
 
 
 class StudentJob(shared.FoldJob):
@@ -285,12 +289,14 @@ class StudentJob(shared.FoldJob):
             self.manifest, self.fold, split.parts, trained.test_predictions, split.absent_test, student=config.student,
             method=config.method, features=config.features, role="student", valid_wa=best["valid_wa"],
             valid_ua=best["valid_ua"], best_epoch=best_epoch, epochs=config.epochs,
-            marks=shared.marks(self.fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale)),
+            marks=shared.marks(self.fold, bool(teacher and teacher.leaked), bool(teacher and teacher.stale))
+            + ([MARK_SPEAKER_NORMALISED] if trained.normalization.normalize == "speaker" else []),
             method_params=config.method_params, teacher=config.teacher if teacher is not None else None,
             seed=config.seed, data_hash=self.data_hash, config_hash=split.key, git_commit=record["git_commit"],
             train_seconds=round(trained.seconds, 2), history=history,
-            extra={"recipe": config.recipe, "epochs_run": len(history)})
-        save_checkpoint(self.folder, trained.model, checkpoint_meta(config, self.data, self.fold, record, best_epoch))
+            extra={"recipe": config.recipe, "epochs_run": len(history), "normalize": trained.normalization.normalize})
+        save_checkpoint(self.folder, trained.model, checkpoint_meta(config, self.data, self.fold, record, best_epoch,
+                                                                    trained.normalization.record))
         return result
 
 

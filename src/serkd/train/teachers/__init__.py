@@ -189,6 +189,7 @@ class Fit:
     meta: dict = field(default_factory=dict)  # kind-specific store metadata
     chosen: str | None = None  # what was selected when not an epoch (the done line: "C=0.1")
     test_predictions: np.ndarray | None = None  # when not the argmax of the corpus outputs' test rows
+    inputs: Any = None  # the corpus' inputs as this fold's teacher saw them (normalised per fold), else corpus.inputs
 
 
 class TeacherKind(ABC):
@@ -229,7 +230,8 @@ class TeacherKind(ABC):
 
     def corpus_outputs(self, fit: Fit, corpus: TeacherCorpus, parts: dict[str, np.ndarray]) -> TeacherOutputs:
         """What the store keeps for the fold: the fitted teacher's outputs for every utterance of the corpus."""
-        return fit.teacher.predict_inputs(corpus.inputs, [u.utt_id for u in corpus.manifest.utterances])
+        inputs = corpus.inputs if fit.inputs is None else fit.inputs
+        return fit.teacher.predict_inputs(inputs, [u.utt_id for u in corpus.manifest.utterances])
 
 
 def audio_manifest(utterances: Manifest | Sequence[Utterance | str | Path], labels: Sequence[str]) -> Manifest:

@@ -18,6 +18,7 @@ import torch
 from serkd.config import RunConfig, SpectrogramConfig, TeacherConfig
 from serkd.data.features import FeatureConfig
 from serkd.data.manifest import Manifest
+from serkd.data.normalize import for_checkpoint
 from serkd.data.protocol import Fold
 from serkd.data.store import MappedFeatures, feature_store
 from serkd.data.teacher_outputs import TeacherOutputs
@@ -57,7 +58,8 @@ class CnnTeacher(FoldTeacher):
         features, kept, info = feature_store(manifest, self.feature_config, skip_bad, advance)
         emit.done("features")
         emit.info(info.line())
-        return features, kept
+        # new audio seen as the model saw its training data: corpus statistics as recorded, a speaker's own...
+        return for_checkpoint(self.checkpoint.get("normalization"), self.feature_config, features, kept), kept
 
     def predict_inputs(self, inputs: MappedFeatures, utt_ids) -> TeacherOutputs:
         logits, embeddings = predict_logits(self.model, inputs, np.arange(len(inputs)), self.device,
@@ -107,8 +109,10 @@ class CnnKind(TeacherKind):
         loss_fn = student.make_loss(config.method, config.method_params)
         trained = student.fit_student(config, self.data, fold, parts, loss_fn, None, self.emit)
         history, best_epoch = trained.fit.history, trained.fit.best_epoch
-        checkpoint = student.checkpoint_meta(config, self.data, fold, provenance(), best_epoch, self.config.to_dict())
+        checkpoint = student.checkpoint_meta(config, self.data, fold, provenance(), best_epoch,
+                                             trained.normalization.record, self.config.to_dict())
         return Fit(CnnTeacher(trained.model, checkpoint, trained.device), history, history[best_epoch - 1],
                    trained.seconds, best_epoch, config.epochs, extra={"recipe": config.recipe,
                                                                       "epochs_run": len(history)},
-                   test_predictions=trained.test_predictions)
+                   test_predictions=trained.test_predictions, inputs=trained.normalization.features)
+
