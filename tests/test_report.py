@@ -172,16 +172,26 @@ def test_per_class_sums_folds_and_flags_collapse(grid, capsys):
 
 def test_formats_parse(grid, capsys):
     paths = [grid / "ce", grid / "kd", grid / "teacher", grid / "other"]
-    code, out, _ = run_cli(["report", *paths, "--format", "csv"], capsys)
+    code, out, _ = run_cli(["report", *paths, "--format", "csv", "--per-class"], capsys)
     assert code == 0
     table = list(csv.DictReader(io.StringIO(out)))
-    assert table[0].keys() >= {"corpus", "student", "features", "teacher", "ce", "kd(T=4)"}
-    (row,) = [r for r in table if r["corpus"] == "synth" and r["student"] == "lightsernet"]
-    assert row["ce"].endswith("(6)") and row["teacher"] == ""
+    assert {"table", "corpus", "student", "features", "method", "n", "wa_mean", "wa_std", "ua_mean", "ua_std",
+            "p_ua", "recall_anger"} <= set(table[0])
+    (ce,) = [r for r in table if r["table"] == "summary" and r["corpus"] == "synth" and r["method"] == "ce"]
+    assert float(ce["ua_mean"]) == pytest.approx(np.mean(CE_UA)) and float(ce["ua_std"]) == pytest.approx(np.std(CE_UA))
+    assert int(ce["n"]) == 6 and float(ce["recall_sadness"]) == pytest.approx(0.5)
+    (test,) = [r for r in table if r["table"] == "test"]
+    assert (test["method"], test["baseline"], int(test["n"])) == ("kd(T=4)", "ce", 6)
+    from scipy.stats import wilcoxon
+
+    assert float(test["p_ua"]) == pytest.approx(wilcoxon(KD_UA, CE_UA).pvalue)
+    assert {r["method"] for r in table if r["corpus"] == "synth"} == {"teacher", "ce", "kd(T=4)"}
     code, out, _ = run_cli(["report", *paths, "--format", "md", "--per-class"], capsys)
     assert "| student | features | teacher | ce | kd(T=4) |" in out and "|---|" in out and "macro-F1" in out
+    assert "### paired Wilcoxon signed-rank" in out and "| kd(T=4) | ce | 6 |" in out
     code, out, _ = run_cli(["report", *paths, "--format", "latex"], capsys)
-    assert out.count(r"\begin{tabular}") == 2 and r"$\pm$" in out and r"\end{tabular}" in out
+    assert out.count(r"\begin{tabular}") == 3 and r"$\pm$" in out and r"\end{tabular}" in out  # 2 corpora + tests
+    assert "kd(T=4) & ce & 6" in out
 
 
 def test_json_keeps_its_shape(grid, capsys):
