@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from serkd.errors import SerkdError
+
 # the row fields that make a configuration (with the hashed config fields beyond them, see config_identity)
 GROUP_KEYS = ("corpus", "student", "features", "method", "method_params", "teacher", "epochs", "selection", "role",
               "model", "train_corpus")
@@ -55,7 +57,6 @@ def config_identity(config: dict | None) -> dict[str, Any]:
     if not isinstance(config, dict) or not config:
         return {}
     from serkd.config import RunConfig
-    from serkd.errors import SerkdError
 
     values = dict(config)
     if "model" not in values:  # a teacher's config names its model; a student run's never does
@@ -186,18 +187,45 @@ def _text(value) -> str:
     return str(value)
 
 
+def _shown(entry: dict) -> dict[str, Any]:
+    """An entry's extra config as a reader wants it: ``recipe`` always (``seed`` when not recorded), and the
+    recipe's own fields only where they differ from what the recipe sets."""
+    from serkd.config import RECIPES, RunConfig
+
+    config = dict(entry["config"])
+    if entry.get("role") == "teacher" or config.get("recipe", "seed") not in RECIPES:
+        return config
+    config["recipe"] = config.get("recipe", "seed")
+    try:
+        preset = RunConfig(recipe=config["recipe"], epochs=int(entry.get("epochs") or 100)).resolved()
+    except (SerkdError, TypeError, ValueError):
+        return config
+    seed = RECIPES["seed"]
+    for name in RunConfig.RECIPE_FIELDS:
+        value = config.get(name, seed[name])  # the hash leaves out a field at its seed value
+        config[name] = value
+        if value == getattr(preset, name):
+            del config[name]
+    return config
+
+
 def _name_variants(summary: list[dict]) -> None:
     """``variant``: what tells an entry apart from the others of its corpus and role beyond student, features and
     method: the config fields whose values differ (``recipe=strong``, ``pooling=stats``), a cross-corpus
     model's kind, and the source when sources are kept apart."""
+    from serkd.config import RunConfig, defaults
+
+    fallback = defaults(RunConfig)
     for key in dict.fromkeys((e["corpus"], e.get("role")) for e in summary):
         entries = [e for e in summary if (e["corpus"], e.get("role")) == key]
-        names = sorted({k for e in entries for k in e["config"]})
-        varying = [k for k in names if len({_hashable(e["config"].get(k)) for e in entries}) > 1]
+        shown = {id(e): _shown(e) for e in entries}
+        names = sorted({k for e in entries for k in shown[id(e)]})
+        varying = [k for k in names
+                   if len({_hashable(shown[id(e)].get(k, fallback.get(k))) for e in entries}) > 1]
         for e in entries:
             parts = []
             for k in varying:
-                value = e["config"].get(k)
+                value = shown[id(e)].get(k, fallback.get(k))
                 if k == "student_params" and isinstance(value, dict):
                     parts += [f"{p}={_text(v)}" for p, v in sorted(value.items())]
                 elif value not in (None, {}, []):
