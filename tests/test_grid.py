@@ -166,6 +166,7 @@ def test_search_optimises_validation_ua_resumes_and_tests_once(tiny_synth, tmp_p
                       train={"epochs": 1, "length": 8000})
     code, out, err = run_cli(["search", path, "--json"], capsys)
     assert code == 0, err
+    assert "test UA" not in err and err.count("valid UA") >= 2 * 2 + 2  # 2 trials x 2 folds, the best once more
     result = json.loads(out)
     assert set(result) == {"best_params", "valid_ua", "trials", "test"} and result["trials"] == 2
     assert result["test"]["n_folds"] == 2 and set(result["best_params"]) == {"temp", "alpha"}

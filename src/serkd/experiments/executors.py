@@ -53,6 +53,9 @@ def placement(jobs: int, gpus_per_unit: float | None = None, device_count: int |
         raise ConfigError("gpus_per_unit", "must be 0 (CPU) or a positive fraction of a GPU")
     if gpus_per_unit == 0:
         return ["cpu"] * jobs
+    if gpus_per_unit is not None and gpus_per_unit > 1:
+        raise ConfigError("gpus_per_unit", f"{gpus_per_unit:g}: a unit trains on one GPU; at most 1 (0.25: four "
+                                           "units share a GPU)")
     count = visible_gpus() if device_count is None else device_count
     if count == 0:
         if gpus_per_unit:
@@ -61,9 +64,6 @@ def placement(jobs: int, gpus_per_unit: float | None = None, device_count: int |
         return [None] * jobs
     if gpus_per_unit is None:
         return [f"cuda:{i % count}" for i in range(jobs)]
-    if gpus_per_unit > 1:
-        raise ConfigError("gpus_per_unit", f"{gpus_per_unit:g}: a unit trains on one GPU; at most 1 (0.25: four "
-                                           "units share a GPU)")
     per_gpu = math.floor(1 / gpus_per_unit + 1e-9)
     return [f"cuda:{i % count}" for i in range(min(jobs, per_gpu * count))]
 

@@ -369,7 +369,7 @@ def check_data(spec: GridSpec) -> tuple[list[str], list[str], str]:
     try:
         checked = training.plan(probe)
     except ConfigError as exc:
-        return [str(spec.error(_GRID_KEY_OF.get(exc.field, exc.field), exc.problem))], [], ""
+        return [str(spec.error(spec._key_of(exc.field, spec.students[0], "ce"), exc.problem))], [], ""
     except SerkdError as exc:
         return [str(spec.error("corpus", _problem(exc)))], [], ""
     problems: list[str] = []

@@ -85,10 +85,16 @@ def _group_key(row: dict, group_keys) -> tuple:
     return (*(_hashable(row.get(k)) for k in group_keys), _hashable(extra_config(row)))
 
 
-def source_name(source: str | None) -> str:
-    """A source as a short name: a grid's folder for its results.db, else the folder or file name."""
-    path = Path(str(source))
-    return path.parent.name if path.suffix == ".db" and path.parent.name else path.name or str(source)
+def source_names(sources) -> dict[str, str]:
+    """Each source as the shortest name that tells it from the others: a grid's folder for its results.db,
+    else the folder or file name, with as many parent folders as it takes (``a/ce``, ``b/ce``)."""
+    paths = {s: Path(str(s)) for s in dict.fromkeys(sources)}
+    parts = {s: (p.parent.parts if p.suffix == ".db" and p.parent.name else p.parts) for s, p in paths.items()}
+    for depth in range(1, max((len(p) for p in parts.values()), default=1) + 1):
+        names = {s: "/".join(p[-depth:]) for s, p in parts.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {s: str(s) for s in paths}
 
 
 # ---------------------------------------------------------------- summary
@@ -216,6 +222,7 @@ def _name_variants(summary: list[dict]) -> None:
     from serkd.config import RunConfig, defaults
 
     fallback = defaults(RunConfig)
+    sources = source_names(e["source"] for e in summary if e.get("source") is not None)
     for key in dict.fromkeys((e["corpus"], e.get("role")) for e in summary):
         entries = [e for e in summary if (e["corpus"], e.get("role")) == key]
         shown = {id(e): _shown(e) for e in entries}
@@ -235,7 +242,7 @@ def _name_variants(summary: list[dict]) -> None:
             if e.get("model"):
                 parts.append(f"{e['model']} model" if e["model"] == "final" else f"{e['model']} models")
             if e.get("source") is not None:
-                parts.append(f"[{source_name(e['source'])}]")
+                parts.append(f"[{sources[e['source']]}]")
             e["variant"] = " ".join(parts)
 
 
