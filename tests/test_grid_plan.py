@@ -67,7 +67,8 @@ def test_empty_methods_are_refused_not_run_as_ce(tiny_synth, tmp_path, capsys):
 
 
 def test_axes_and_student_options_make_distinct_named_units(tiny_synth, tmp_path, capsys):
-    path = grid_file(tmp_path, tiny_synth, students=["lightsernet", {"name": "lightsernet", "params": {"dropout": 0.1}}],
+    students = ["lightsernet", {"name": "lightsernet", "params": {"dropout": 0.1}}]
+    path = grid_file(tmp_path, tiny_synth, students=students,
                      methods={"ce": {}, "kd": {"temp": 2.0}}, teacher={"store": str(tmp_path / "teacher")},
                      axes={"recipe": ["seed", "strong"], "lr": [0.001, 0.01]})
     code, out, err = run_cli(["grid", path, "--dry-run", "--json"], capsys)

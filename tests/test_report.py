@@ -301,6 +301,7 @@ def test_configurations_differ_in_any_hashed_field_and_tests_never_cross_them(tm
     (table,) = report["tables"]
     assert "kd 6ep" in table["columns"] and "kd 3ep" in table["columns"]
     code, out, _ = run_cli(["report", *sorted(runs.iterdir()), "--format", "csv"], capsys)
+    assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["config"] for r in rows if r["table"] == "summary"} == {v for _, _, v in variants}
 

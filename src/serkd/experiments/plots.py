@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from serkd.experiments.report import column_labels, count_text, members_of
+from serkd.hashing import stable_hash
 from serkd.io import atomic_write_with
 
 MAX_LEGEND = 12  # more entries than this and a legend covers the figure: the rest go unnamed
+MAX_SLUG = 120
 
 
 def _pyplot():
@@ -40,8 +42,10 @@ def _save(fig, out: Path) -> Path:
 
 
 def _slug(*parts) -> str:
+    """A file-name part; a long one keeps its start and a hash of the whole (file names stop at 255 bytes)."""
     text = "_".join(str(p) for p in parts if p not in (None, ""))
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "unnamed"
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "unnamed"
+    return slug if len(slug) <= MAX_SLUG else f"{slug[:MAX_SLUG - 9]}-{stable_hash(slug, 8)}"
 
 
 def bar_labels(summary: list[dict], with_student: bool = False) -> list[str]:
@@ -86,7 +90,8 @@ def _bars(ax, summary: list[dict], labels: list[str]) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
 
 
-def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> None:
+def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> int:
+    """Validation UA per epoch of each configuration with a per-epoch history; returns how many were drawn."""
     from matplotlib.ticker import MaxNLocator
 
     colors = _pyplot().get_cmap("tab10" if len(summary) <= 10 else "tab20")
@@ -120,6 +125,7 @@ def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> Non
     ax.set_title(title, fontsize=9)
     if drawn:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return drawn
 
 
 def has_curve(history: list[dict] | None) -> bool:
@@ -189,9 +195,9 @@ def write_plots(report: dict, folder: str | Path, tensorboard: bool = True) -> l
             for key in dict.fromkeys((s["student"], s["features"]) for s in entries)}
         for key, part in parts.items():
             fig, ax = plt.subplots(figsize=(9, 4.5))
-            _curves(ax, part, rows, [labels[id(s)] for s in part])
+            drawn = _curves(ax, part, rows, [labels[id(s)] for s in part])
             ax.set_title(f"{corpus}: {ax.get_title()}", fontsize=9)
-            if ax.get_lines():
+            if drawn:
                 written.append(_save(fig, folder / f"curves_{_slug(corpus, *key)}.png"))
             else:
                 plt.close(fig)

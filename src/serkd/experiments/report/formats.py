@@ -58,9 +58,9 @@ def column_labels(groups: list[dict]) -> dict[int, str]:
         parts = [g["label"]]
         if len({o.get("teacher") for o in same}) > 1 and g.get("teacher"):
             parts.append(f"@{Path(str(g['teacher'])).name}")
-        if len({o.get("epochs") for o in same}) > 1:
+        if len({o.get("epochs") for o in same}) > 1 and g.get("epochs") is not None:
             parts.append(f"{g.get('epochs')}ep")
-        if len({o.get("selection") for o in same}) > 1:
+        if len({o.get("selection") for o in same}) > 1 and g.get("selection") is not None:
             parts.append(f"sel={g.get('selection')}")
         labels[id(g)] = " ".join(parts)
     return labels

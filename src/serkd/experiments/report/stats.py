@@ -216,22 +216,25 @@ def _shown(entry: dict) -> dict[str, Any]:
 
 
 def _name_variants(summary: list[dict]) -> None:
-    """``variant``: what tells an entry apart from the others of its corpus and role beyond student, features and
-    method: the config fields whose values differ (``recipe=strong``, ``pooling=stats``), a cross-corpus
-    model's kind, and the source when sources are kept apart."""
+    """``variant``: what tells an entry apart from the others of its corpus, role, student and features beyond
+    the method: the config fields whose values differ among them (``recipe=strong``, ``pooling=stats``), a
+    cross-corpus model's kind, and the source when sources are kept apart."""
     from serkd.config import RunConfig, defaults
 
     fallback = defaults(RunConfig)
     sources = source_names(e["source"] for e in summary if e.get("source") is not None)
-    for key in dict.fromkeys((e["corpus"], e.get("role")) for e in summary):
-        entries = [e for e in summary if (e["corpus"], e.get("role")) == key]
+    def place(e: dict) -> tuple:
+        return e["corpus"], e.get("role"), e["student"], e["features"]
+
+    for key in dict.fromkeys(map(place, summary)):
+        entries = [e for e in summary if place(e) == key]
         shown = {id(e): _shown(e) for e in entries}
-        names = sorted({k for e in entries for k in shown[id(e)]})
-        varying = [k for k in names
-                   if len({_hashable(shown[id(e)].get(k, fallback.get(k))) for e in entries}) > 1]
+        known = [e for e in entries if e["config"]]  # rows without a recorded config (eval rows) say nothing
+        names = sorted({k for e in known for k in shown[id(e)]})
+        varying = [k for k in names if len({_hashable(shown[id(e)].get(k, fallback.get(k))) for e in known}) > 1]
         for e in entries:
             parts = []
-            for k in varying:
+            for k in varying if e["config"] else []:
                 value = shown[id(e)].get(k, fallback.get(k))
                 if k == "student_params" and isinstance(value, dict):
                     parts += [f"{p}={_text(v)}" for p, v in sorted(value.items())]
