@@ -184,11 +184,13 @@ def test_search_optimises_validation_ua_resumes_and_tests_once(tiny_synth, tmp_p
     assert code == 0 and json.loads(out)["trials"] == 3  # resumed to 3 in total, not 3 more
 
 
-@pytest.mark.parametrize("name", ["paper-emodb", "paper-iemocap", "tiny", "search-ckd"])
+@pytest.mark.parametrize("name", ["paper-emodb", "paper-iemocap", "tiny", "search-ckd", "axes"])
 def test_example_grids_are_valid(name):
     from serkd.experiments.grid import GridSpec
 
     spec = GridSpec.from_yaml(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
     if name.startswith("paper"):
         assert len(spec.students) * len(spec.methods) * len(spec.features) == 40 and spec.folds == "all"
-        assert spec.teacher["model"] == "microsoft/wavlm-base-plus"
+        assert spec.teacher["model"] == "microsoft/wavlm-base-plus" and spec.gpus_per_unit == 0.25
+    if name == "axes":
+        assert spec.axis_points()[-1] == {"recipe": "strong", "lr": 3.0e-4} and spec.students[1].params

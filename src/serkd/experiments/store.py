@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from serkd.errors import SerkdError
-from serkd.experiments.units import Outcome, Unit
+from serkd.experiments.units import KINDS, Outcome, Unit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -143,6 +143,13 @@ class ResultsStore:
             if row is not None and row["result"]:
                 out.append(json.loads(row["result"]))
         return out
+
+    def finished(self, kinds: tuple[str, ...] = KINDS) -> list[dict]:
+        """``{"key", "name", "kind", "fold", "seconds", "result"}`` of every finished unit of these kinds: what
+        each unit cost its worker (``seconds``) beside what its training took (``result["train_seconds"]``)."""
+        rows = self.conn.execute("SELECT key, name, kind, fold, seconds, result FROM units WHERE status = 'done' "
+                                 "ORDER BY finished").fetchall()
+        return [{**dict(r), "result": json.loads(r["result"])} for r in rows if r["kind"] in kinds and r["result"]]
 
     def counts(self, keys: Iterable[str] | None = None) -> dict[str, int]:
         """How many units are ``done`` and ``failed`` (of ``keys``, or of all)."""
