@@ -127,7 +127,10 @@ def test_local_workers_run_units_on_their_gpu_at_most_their_share_at_once():
                                                      "gpus_per_unit 0.5 on 2 GPU(s)"]
     units = [Unit(f"k{i}", "student", "u", "spk00", {"device": "auto"}, "d") for i in range(10)]
     units.append(Unit("pinned", "student", "u", "spk00", {"device": "cpu"}, "d"))  # a config's own device wins
-    outcomes = list(executor.map(units, fake_unit))
+    try:
+        outcomes = list(executor.map(units, fake_unit))
+    finally:
+        executor.close()
     assert sorted(o.key for o in outcomes) == sorted(u.key for u in units)
     by_key = {o.key: o.result for o in outcomes}
     assert by_key.pop("pinned")["device"] == "cpu"

@@ -28,7 +28,7 @@ from typing import Any
 
 from serkd.config import ConfigError
 from serkd.errors import SerkdError
-from serkd.experiments.units import Outcome, Unit, one_line, run_unit
+from serkd.experiments.units import Outcome, Unit, one_line, run_unit, warm_up
 
 UnitFn = Callable[[Unit], Outcome]
 POLL_SECONDS = 0.5  # how often the driver checks that its workers are alive while it waits
@@ -81,6 +81,8 @@ def _worker(fn: UnitFn, device: str | None, tasks, results, index: int) -> None:
     """A worker process: runs the units it is sent on its device until it is sent ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # no nested thread pools in a pool of processes
+    if fn is run_unit:
+        warm_up()  # torch and the training code load once per worker, not inside its first unit's time
     while True:
         unit = tasks.get()
         if unit is None:
@@ -101,90 +103,109 @@ class _Worker:
 
 class LocalExecutor:
     """``jobs`` worker processes on this machine, each on its own device (:func:`placement`); ``jobs == 1``
-    runs units in this process (no pool)."""
+    runs units in this process (no pool). The workers start with the first :meth:`map` that needs them and
+    serve every later one (the teacher phase, the students, each search trial) until :meth:`close`, so a
+    process starts, imports torch and prepares its data once per grid, not once per phase."""
 
     def __init__(self, jobs: int = 1, gpus_per_unit: float | None = None, device_count: int | None = None):
         self.devices = placement(jobs, gpus_per_unit, device_count)
         self.jobs = len(self.devices)
         self.notes = [n for n in [placement_note(jobs, self.devices, gpus_per_unit)] if n]
+        self._workers: list[_Worker] = []
+        self._results = None
+        self._fn: UnitFn | None = None
 
     def map(self, units: list[Unit], fn: UnitFn = run_unit) -> Iterator[Outcome]:
         """Outcomes as units finish (any order)."""
-        if self.jobs == 1 or len(units) <= 1:
+        if self.jobs == 1 or (len(units) <= 1 and not self._workers):
             for unit in units:
                 yield fn(unit.placed(self.devices[0]))
             return
         yield from self._pool(units, fn)
 
+    def _start(self, index: int) -> _Worker:
+        tasks = self._context.SimpleQueue()
+        process = self._context.Process(target=_worker, args=(self._fn, self.devices[index], tasks, self._results,
+                                                              index), name=f"serkd-unit-worker-{index}", daemon=True)
+        process.start()
+        return _Worker(process, tasks)
+
     def _pool(self, units: list[Unit], fn: UnitFn) -> Iterator[Outcome]:
         import multiprocessing as mp
 
-        context = mp.get_context("spawn")  # torch and its thread pools do not survive fork reliably
-        results = context.Queue()
-
-        def start(index: int) -> _Worker:
-            tasks = context.SimpleQueue()
-            process = context.Process(target=_worker, args=(fn, self.devices[index], tasks, results, index),
-                                      name=f"serkd-unit-worker-{index}", daemon=True)
-            process.start()
-            return _Worker(process, tasks)
-
-        workers = [start(i) for i in range(min(self.jobs, len(units)))]
+        if self._workers and fn is not self._fn:
+            self.close()  # workers run one function for their life
+        if not self._workers:
+            self._context = mp.get_context("spawn")  # torch and its thread pools do not survive fork reliably
+            self._results = self._context.Queue()
+            self._fn = fn
+        while len(self._workers) < min(self.jobs, len(units)):
+            self._workers.append(self._start(len(self._workers)))
         pending, busy = deque(units), {}
         try:
             while pending or busy:
-                for index, worker in enumerate(workers):
+                for index, worker in enumerate(self._workers):
                     if index not in busy and pending:
                         busy[index] = pending.popleft()
                         worker.tasks.put(busy[index])
                 try:
-                    index, outcome = results.get(timeout=POLL_SECONDS)
+                    index, outcome = self._results.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     for index, unit in list(busy.items()):
-                        process = workers[index].process
+                        process = self._workers[index].process
                         if not process.is_alive():  # killed (out of memory), crashed: its unit failed
                             busy.pop(index)
                             yield Outcome.failed(unit, f"worker process died (exit code {process.exitcode})")
-                            workers[index] = start(index)
+                            self._workers[index] = self._start(index)
                     continue
                 busy.pop(index, None)
                 yield outcome
         except KeyboardInterrupt:
-            _stop(workers, at_once=True)
+            self._stop(at_once=True)
             while True:  # outcomes that arrived before the workers stopped are still the driver's to store
                 try:
-                    index, outcome = results.get(timeout=0.05)
+                    index, outcome = self._results.get(timeout=0.05)
                 except (queue.Empty, OSError, EOFError, ValueError):
                     break
                 if busy.pop(index, None) is not None:
                     yield outcome
+            self._discard()
             raise
         finally:
-            _stop(workers, at_once=False)
-            results.cancel_join_thread()
-            results.close()
+            if busy and self._workers:  # left early (the caller stopped reading): their outcomes would go astray
+                self._stop(at_once=True)
+                self._discard()
+
+    def _stop(self, at_once: bool) -> None:
+        """Ask every worker to stop (``at_once``: terminate it now), then kill any that does not."""
+        for worker in self._workers:
+            if not worker.process.is_alive():
+                continue
+            if at_once:
+                worker.process.terminate()
+            else:
+                try:
+                    worker.tasks.put(None)
+                except (OSError, ValueError):
+                    worker.process.terminate()
+        for worker in self._workers:
+            worker.process.join(1.0 if at_once else STOP_SECONDS)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+
+    def _discard(self) -> None:
+        self._workers = []
+        if self._results is not None:
+            self._results.cancel_join_thread()
+            self._results.close()
+            self._results = None
 
     def close(self) -> None:
-        pass
-
-
-def _stop(workers: list[_Worker], at_once: bool) -> None:
-    """Ask every worker to stop (``at_once``: terminate it now), then kill any that does not."""
-    for worker in workers:
-        if not worker.process.is_alive():
-            continue
-        if at_once:
-            worker.process.terminate()
-        else:
-            try:
-                worker.tasks.put(None)
-            except (OSError, ValueError):
-                worker.process.terminate()
-    for worker in workers:
-        worker.process.join(STOP_SECONDS if not at_once else 1.0)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join(1.0)
+        """Stop the workers (each finishes nothing more: it is idle between maps)."""
+        if self._workers:
+            self._stop(at_once=False)
+        self._discard()
 
 
 class RayExecutor:

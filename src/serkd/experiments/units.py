@@ -151,6 +151,14 @@ def clear_prepared() -> None:
     _prepared.clear()
 
 
+def warm_up() -> None:
+    """Load what every unit needs (torch, the training code): a worker does it once when it starts."""
+    import torch  # noqa: F401
+
+    import serkd.train.run
+    import serkd.train.teachers  # noqa: F401
+
+
 def run_unit(unit: Unit) -> Outcome:
     """Train one unit (a student fold or a teacher fold); a failure is an outcome, never an exception
     (except Ctrl-C, which stops the process' work)."""
