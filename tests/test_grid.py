@@ -59,6 +59,14 @@ def test_grid_runs_every_unit_once_and_resumes(finished, tiny_synth, tmp_path, c
     assert _done(finished / "results.db") == 6
     # closed cleanly: no -wal/-shm beside it, even after the report read it (read-only) at the end
     assert sorted(p.name for p in finished.glob("results.db*")) == ["results.db"]
+    from serkd.experiments.report import collect
+
+    def configurations(paths):
+        return sorted((s["label"], s["n"], s["ua_mean"], s["variant"], tuple(s["marks"]))
+                      for s in collect(paths)["summary"] if s["role"] == "student")
+
+    # the unit folders (no run.json: each fold's checkpoint says its config) read as the store does
+    assert configurations(sorted((finished / "runs").iterdir())) == configurations([finished / "results.db"])
     path = finished.parent / "local1.yaml"
     code, out, _ = run_cli(["grid", path, "--json"], capsys)
     assert code == 0 and json.loads(out) == {"total": 6, "ran": 0, "reused": 6, "failed": []}

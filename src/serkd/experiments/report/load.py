@@ -1,7 +1,8 @@
 """Loading a report's rows: one dict per (fold, seed) from every kind of result serkd writes.
 
-- a run folder (``serkd train``, a teacher store of any kind): ``*/results.json``, with ``run.json``
-  saying which folds to expect and the run's config;
+- a run folder (``serkd train``, a teacher store of any kind, a grid's ``OUT/runs/<unit>``):
+  ``*/results.json``, with ``run.json`` saying which folds to expect and the run's config (else each fold's
+  ``checkpoint.json`` says its config);
 - a grid's ``results.db`` (or the grid's output folder): through :func:`serkd.experiments.store.read_results`;
 - a JSON file with ``rows`` (``serkd eval --json``, ``serkd teacher eval --json``, ``serkd report --json``).
 
@@ -104,7 +105,7 @@ def _read_run_folder(folder: Path) -> tuple[list[dict], dict]:
     rows, problems = [], []
     for file in sorted(folder.glob("*/" + RESULTS)):
         try:
-            row = row_of(read_json(file), source=str(folder), config=config)
+            row = row_of(read_json(file), source=str(folder), config=config or _fold_config(file.parent))
         except (OSError, ValueError, TypeError) as exc:
             problems.append(f"{file.parent.name}: unreadable ({exc})")
             continue
@@ -119,6 +120,16 @@ def _read_run_folder(folder: Path) -> tuple[list[dict], dict]:
     reason = "; ".join(([f"no fold finished of {len(expected or [])}"] if not rows else [])
                        + ([f"missing {', '.join(missing)}"] if rows and missing else []) + problems)
     return rows, {**run, "status": "incomplete", "reason": reason}
+
+
+def _fold_config(fold_dir: Path) -> dict | None:
+    """A fold's own record of its config (its checkpoint's metadata): a grid's unit folders have no run.json."""
+    from serkd.train.checkpoint import META  # torch, only for folders without run.json
+
+    try:
+        return read_json(fold_dir / META).get("config") if (fold_dir / META).is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def row_of(data: dict, source: str | None = None, config: dict | None = None) -> dict:
