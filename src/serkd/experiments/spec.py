@@ -300,7 +300,7 @@ def needs_teacher(method: str) -> bool:
     try:
         return bool(distill.get(method).needs_teacher)
     except ValueError:
-        return False  # unknown methods are reported by check(), naming the grid key
+        return False  # unknown methods are reported by check_static, naming the grid key
 
 
 # ---------------------------------------------------------------- checking and planning
