@@ -37,7 +37,8 @@ def step(title: str, argv: list[str]) -> None:
 def show(db: Path) -> None:
     """The report tables, each followed by what it shows and what it does not prove."""
     from serkd.cli.render import stdout
-    from serkd.experiments.report import collect, fold_table, summary_table
+    from serkd.cli.report_tables import fold_table, summary_table
+    from serkd.experiments.report import collect
 
     report = collect([db])
     n_test = sorted({r["n_test"] for r in report["rows"]})

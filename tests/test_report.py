@@ -23,11 +23,11 @@ COLLAPSED = [[4, 0, 0, 0], [4, 0, 0, 0], [3, 0, 1, 0], [4, 0, 0, 0]]
 
 
 def fold_result(fold: str, wa: float, ua: float, *, confusion=GOOD, corpus="synth", student="lightsernet",
-                method="ce", features="mel", seed=0, **kw) -> FoldResult:
+                method="ce", features="mel", seed=0, epochs=3, **kw) -> FoldResult:
     history = [{"epoch": e, "train_loss": 1.5 / e, "valid_wa": wa * (0.4 + e / 5), "valid_ua": ua * (0.4 + e / 5),
                 "lr": 1e-3} for e in (1, 2, 3)]
     return FoldResult(fold=fold, test=[fold], valid=["x"], wa=wa, ua=ua, labels=LABELS, confusion=confusion,
-                      corpus=corpus, student=student, method=method, features=features, seed=seed, epochs=3,
+                      corpus=corpus, student=student, method=method, features=features, seed=seed, epochs=epochs,
                       best_epoch=3, history=history, n_test=int(np.sum(confusion)), **kw)
 
 
@@ -172,16 +172,26 @@ def test_per_class_sums_folds_and_flags_collapse(grid, capsys):
 
 def test_formats_parse(grid, capsys):
     paths = [grid / "ce", grid / "kd", grid / "teacher", grid / "other"]
-    code, out, _ = run_cli(["report", *paths, "--format", "csv"], capsys)
+    code, out, _ = run_cli(["report", *paths, "--format", "csv", "--per-class"], capsys)
     assert code == 0
     table = list(csv.DictReader(io.StringIO(out)))
-    assert table[0].keys() >= {"corpus", "student", "features", "teacher", "ce", "kd(T=4)"}
-    (row,) = [r for r in table if r["corpus"] == "synth" and r["student"] == "lightsernet"]
-    assert row["ce"].endswith("(6)") and row["teacher"] == ""
+    assert {"table", "corpus", "student", "features", "method", "n", "wa_mean", "wa_std", "ua_mean", "ua_std",
+            "p_ua", "recall_anger"} <= set(table[0])
+    (ce,) = [r for r in table if r["table"] == "summary" and r["corpus"] == "synth" and r["method"] == "ce"]
+    assert float(ce["ua_mean"]) == pytest.approx(np.mean(CE_UA)) and float(ce["ua_std"]) == pytest.approx(np.std(CE_UA))
+    assert int(ce["n"]) == 6 and float(ce["recall_sadness"]) == pytest.approx(0.5)
+    (test,) = [r for r in table if r["table"] == "test"]
+    assert (test["method"], test["baseline"], int(test["n"])) == ("kd(T=4)", "ce", 6)
+    from scipy.stats import wilcoxon
+
+    assert float(test["p_ua"]) == pytest.approx(wilcoxon(KD_UA, CE_UA).pvalue)
+    assert {r["method"] for r in table if r["corpus"] == "synth"} == {"teacher", "ce", "kd(T=4)"}
     code, out, _ = run_cli(["report", *paths, "--format", "md", "--per-class"], capsys)
     assert "| student | features | teacher | ce | kd(T=4) |" in out and "|---|" in out and "macro-F1" in out
+    assert "### paired Wilcoxon signed-rank" in out and "| kd(T=4) | ce | 6 |" in out
     code, out, _ = run_cli(["report", *paths, "--format", "latex"], capsys)
-    assert out.count(r"\begin{tabular}") == 2 and r"$\pm$" in out and r"\end{tabular}" in out
+    assert out.count(r"\begin{tabular}") == 3 and r"$\pm$" in out and r"\end{tabular}" in out  # 2 corpora + tests
+    assert "kd(T=4) & ce & 6" in out
 
 
 def test_json_keeps_its_shape(grid, capsys):
@@ -237,3 +247,74 @@ def test_plots_are_written(grid, tmp_path, capsys):
         width, height = Image.open(png).size
         assert png.stat().st_size > 5000 and width > 300 and height > 300
     assert len(list((out / "tensorboard").rglob("events.out.tfevents.*"))) == 6 + 6 + 6 + 1 + 2
+
+
+def write_configured_run(folder, results: list[FoldResult], **config):
+    """A run folder whose run.json records its config, as serkd train writes it."""
+    write_run(folder, results)
+    record = json.loads((folder / "run.json").read_text())
+    base = {"corpus": "synth", "root": "/data/synth", "out": str(folder), "epochs": 3, "threads": 1, "device": "cpu"}
+    record["config"] = {**base, **config}
+    (folder / "run.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_two_sources_of_one_configuration_are_marked_pooled_or_kept_apart(tmp_path, capsys):
+    first = write_configured_run(tmp_path / "a" / "ce", [fold_result(f, 0.5, 0.5) for f in FOLDS[:3]])
+    other_folds = write_configured_run(tmp_path / "b" / "ce", [fold_result(f, 0.6, 0.6) for f in FOLDS[3:]])
+    same_folds = write_configured_run(tmp_path / "c" / "ce", [fold_result(f, 0.7, 0.7) for f in FOLDS[:3]])
+    (pooled,) = collect([first, other_folds])["summary"]
+    assert pooled["n"] == 6 and "pooled" in pooled["marks"] and pooled["sources"] == sorted([str(first),
+                                                                                             str(other_folds)])
+    report = collect([first, same_folds])  # the same folds twice: never averaged, one row per source
+    assert sorted((s["n"], round(s["ua_mean"], 6), s["variant"]) for s in report["summary"]) == [
+        (3, 0.5, "[a/ce]"), (3, 0.7, "[c/ce]")]
+    assert all(s["complete"] and "pooled" not in s["marks"] for s in report["summary"])
+    code, out, _ = run_cli(["report", first, other_folds, "--format", "md"], capsys)
+    assert code == 0 and "(6) *" in out and "lightsernet/mel/ce: pooled" in out
+
+
+def test_configurations_differ_in_any_hashed_field_and_tests_never_cross_them(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    kd = [fold_result(f, ua + 0.04, ua, method="kd", teacher="t") for f, ua in zip(FOLDS, KD_UA)]
+    write_configured_run(runs / "ce", [fold_result(f, ua + 0.05, ua) for f, ua in zip(FOLDS, CE_UA)])
+    write_configured_run(runs / "kd", kd, method="kd", teacher="t")
+    # the same method and epochs, but another recipe / learning rate / student option: other configurations
+    write_configured_run(runs / "kd-strong", kd, method="kd", teacher="t", recipe="strong")
+    write_configured_run(runs / "ce-lr", [fold_result(f, 0.5, 0.5) for f in FOLDS], lr=0.01)
+    write_configured_run(runs / "ce-stats", [fold_result(f, 0.5, 0.5) for f in FOLDS],
+                         student_params={"pooling": "stats"})
+    # the same config but twice the epochs: its own column, and no test pairs it with 3-epoch runs
+    write_configured_run(runs / "kd-6ep", [fold_result(f, 0.9, 0.9, method="kd", teacher="t", epochs=6)
+                                           for f in FOLDS], method="kd", teacher="t", epochs=6)
+    report = collect(sorted(runs.iterdir()))
+    variants = {(s["label"], s["epochs"], s["variant"]) for s in report["summary"]}
+    default = "lr=0.001 recipe=seed"  # a field that differs somewhere is shown everywhere, defaults too
+    assert variants == {("ce", 3, default), ("kd", 3, default), ("kd", 3, "lr=0.001 recipe=strong"),
+                        ("ce", 3, "lr=0.01 recipe=seed"), ("ce", 3, f"{default} pooling=stats"), ("kd", 6, default)}
+    assert all(s["n"] == 6 and "pooled" not in s["marks"] for s in report["summary"])
+    (plain,) = [s for s in report["summary"] if s["variant"] == default and s["label"] == "ce"]
+    assert plain["ua_mean"] == pytest.approx(np.mean(CE_UA))
+    (test,) = report["tests"]  # kd against ce of the same config: not the strong kd, not the 6-epoch kd
+    assert (test["method"], test["baseline"], test["variant"]) == ("kd", "ce", default)
+    assert test["p_ua"] == pytest.approx(__import__("scipy.stats").stats.wilcoxon(KD_UA, CE_UA).pvalue)
+    (table,) = report["tables"]
+    assert "kd 6ep" in table["columns"] and "kd 3ep" in table["columns"]
+    code, out, _ = run_cli(["report", *sorted(runs.iterdir()), "--format", "csv"], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["config"] for r in rows if r["table"] == "summary"} == {v for _, _, v in variants}
+
+
+def test_report_reads_json_row_files(grid, tmp_path, capsys):
+    code, out, _ = run_cli(["report", grid / "ce", "--json"], capsys)
+    saved = tmp_path / "ce.json"
+    saved.write_text(out)
+    again = collect([saved])
+    assert again["runs"] == [{"run": str(saved), "status": "json", "folds_done": 6}]
+    assert again["summary"][0]["ua_mean"] == pytest.approx(np.mean(CE_UA))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"folds": []}')
+    code, _, err = run_cli(["report", bad], capsys)
+    assert code == 2 and err.strip() == (f'serkd: error: {bad}: expected a JSON object with "rows" (the --json '
+                                         "output of serkd report, eval or teacher eval)")

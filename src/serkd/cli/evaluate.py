@@ -27,8 +27,8 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> None:
+    from serkd.cli.report_tables import fold_table, summary_table
     from serkd.experiments.cross_corpus import evaluate_run, parse_label_map
-    from serkd.experiments.report import fold_table, summary_table
 
     if args.threads:
         import torch

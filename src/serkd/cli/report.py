@@ -1,12 +1,13 @@
-"""``serkd report PATH...``: run folders and/or a grid's results.db → per-fold rows, mean ± std per
-configuration, the paper-style table per corpus, paired Wilcoxon tests; ``--format``, ``--json``, plots."""
+"""``serkd report PATH...``: run folders, a grid's results.db and/or report-shaped JSON files → per-fold rows,
+mean ± std per configuration, the paper-style table per corpus, paired Wilcoxon tests; ``--format``, ``--json``,
+plots. The library computes; :mod:`serkd.cli.report_tables` draws."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from serkd.cli.render import print_json, stderr, stdout
-from serkd.experiments.report import fold_table, summary_table
+from serkd.cli.report_tables import fold_table, paper_table, per_class_table, runs_table, summary_table, tests_table
 
 __all__ = ["add_report", "fold_table", "show_report", "summary_table"]
 
@@ -16,10 +17,12 @@ MAX_FOLD_ROWS = 40  # more fold rows than this drown the summary: --folds shows 
 def add_report(sub) -> None:
     p = sub.add_parser("report", help="per-fold and mean ± std WA/UA of runs or a grid's results.db")
     p.add_argument("runs", nargs="+", type=Path, metavar="PATH",
-                   help="run folder(s) (a glob such as runs/* is fine) or a results.db / grid output folder")
+                   help="run folder(s) (a glob such as runs/* is fine), a results.db / grid output folder, or a JSON "
+                        "file of rows (serkd eval --json, serkd teacher eval --json)")
     p.add_argument("--json", action="store_true", help="print JSON (rows, summary, runs, tests)")
     p.add_argument("--format", choices=("rich", "md", "csv", "latex"), default="rich",
-                   help="paper-style table as markdown, CSV or LaTeX instead of terminal tables")
+                   help="paper-style tables and paired tests as markdown or LaTeX, or one CSV of numbers (a row per "
+                        "configuration and per test) instead of terminal tables")
     p.add_argument("--per-class", action="store_true", help="per-class recall and macro-F1 per configuration")
     p.add_argument("--folds", action="store_true", help=f"always list every fold (default: up to {MAX_FOLD_ROWS})")
     p.add_argument("--plots", type=Path, metavar="DIR",
@@ -46,7 +49,7 @@ def show_report(runs, as_json: bool = False, plot: Path | None = None, fmt: str 
     if as_json:
         print_json(r.report_json(report))
         return
-    problems = r.runs_table(report["runs"])
+    problems = runs_table(report["runs"])
     if fmt != "rich":
         if problems is not None:
             stderr.print(problems)
@@ -58,11 +61,11 @@ def show_report(runs, as_json: bool = False, plot: Path | None = None, fmt: str 
         stdout.print(f"{len(report['rows'])} fold results (--folds lists them)")
     stdout.print(summary_table(report["summary"]))
     for table in report["tables"]:
-        stdout.print(r.paper_table(table))
+        stdout.print(paper_table(table))
     if per_class:
-        stdout.print(r.per_class_table(report["summary"]))
+        stdout.print(per_class_table(report["summary"]))
     if report["tests"]:
-        stdout.print(r.tests_table(report["tests"]))
+        stdout.print(tests_table(report["tests"]))
     if problems is not None:
         stdout.print(problems)
 

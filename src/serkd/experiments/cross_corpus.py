@@ -28,7 +28,7 @@ from serkd.data.features import FeatureConfig
 from serkd.data.normalize import for_checkpoint
 from serkd.data.store import feature_store
 from serkd.errors import SerkdError
-from serkd.experiments.report import GROUP_KEYS, summarise
+from serkd.experiments.report import summarise
 from serkd.io import read_json
 from serkd.layout import FINAL, RESULTS
 from serkd.train.checkpoint import META, load_checkpoint
@@ -133,6 +133,6 @@ def evaluate_run(run_dir: str | Path, corpus: str, root: str | Path, label_map: 
                   f"{len(shared)} shared classes)", folder.name)
     for row in rows:
         row.pop("history", None)
-    return {"rows": rows, "summary": summarise(rows, (*GROUP_KEYS, "model")), "protocol": MARK_CROSS_CORPUS,
+    return {"rows": rows, "summary": summarise(rows), "protocol": MARK_CROSS_CORPUS,
             "train_corpus": train_corpus, "eval_corpus": corpus, "shared_classes": shared,
             "unused_eval_classes": unused, "label_map": label_map, "n_utterances": len(manifest)}

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from serkd.experiments.report import column_labels, count_text, members_of
+from serkd.hashing import stable_hash
 from serkd.io import atomic_write_with
 
 MAX_LEGEND = 12  # more entries than this and a legend covers the figure: the rest go unnamed
+MAX_SLUG = 120
 
 
 def _pyplot():
@@ -40,12 +42,14 @@ def _save(fig, out: Path) -> Path:
 
 
 def _slug(*parts) -> str:
+    """A file-name part; a long one keeps its start and a hash of the whole (file names stop at 255 bytes)."""
     text = "_".join(str(p) for p in parts if p not in (None, ""))
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "unnamed"
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "unnamed"
+    return slug if len(slug) <= MAX_SLUG else f"{slug[:MAX_SLUG - 9]}-{stable_hash(slug, 8)}"
 
 
 def bar_labels(summary: list[dict], with_student: bool = False) -> list[str]:
-    """Unique x labels: ``[student/]features/method[(params)][ @teacher][ Nep]``."""
+    """Unique x labels: ``[student/]features/method[(params)][ @teacher][ Nep][ variant]``."""
     labels = {}
     for corpus in dict.fromkeys(s["corpus"] for s in summary):
         labels.update(column_labels([s for s in summary if s["corpus"] == corpus]))
@@ -53,7 +57,8 @@ def bar_labels(summary: list[dict], with_student: bool = False) -> list[str]:
     out = []
     for s in summary:
         parts = ([s["corpus"]] if corpora else []) + ([s["student"]] if with_student else [])
-        out.append("/".join(str(p) for p in [*parts, s["features"] or "-", labels[id(s)]]))
+        variant = f" {s['variant']}" if s.get("variant") else ""
+        out.append("/".join(str(p) for p in [*parts, s["features"] or "-", labels[id(s)]]) + variant)
     seen: dict[str, int] = {}
     for i, label in enumerate(out):  # a last resort; the parts above already tell configurations apart
         seen[label] = seen.get(label, 0) + 1
@@ -85,14 +90,14 @@ def _bars(ax, summary: list[dict], labels: list[str]) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
 
 
-def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> None:
+def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> int:
+    """Validation UA per epoch of each configuration with a per-epoch history; returns how many were drawn."""
     from matplotlib.ticker import MaxNLocator
 
     colors = _pyplot().get_cmap("tab10" if len(summary) <= 10 else "tab20")
     drawn = 0
     for i, (s, label) in enumerate(zip(summary, labels)):
-        histories = [m.get("history") or [] for m in members_of(s, rows)]
-        histories = [h for h in histories if h and "valid_ua" in h[0]]
+        histories = [h for h in (m.get("history") for m in members_of(s, rows)) if has_curve(h)]
         if not histories:
             continue
         color = colors(i % colors.N)
@@ -120,6 +125,13 @@ def _curves(ax, summary: list[dict], rows: list[dict], labels: list[str]) -> Non
     ax.set_title(title, fontsize=9)
     if drawn:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return drawn
+
+
+def has_curve(history: list[dict] | None) -> bool:
+    """A per-epoch history (students, CNN and WavLM teachers); the eGeMAPS teacher's holds one record per
+    regularisation strength C instead, and cross-corpus or teacher-eval rows hold none: no curve to draw."""
+    return bool(history) and all("epoch" in h and h.get("valid_ua") is not None for h in history)
 
 
 def plot_report(report: dict, out: Path) -> Path:
@@ -183,9 +195,9 @@ def write_plots(report: dict, folder: str | Path, tensorboard: bool = True) -> l
             for key in dict.fromkeys((s["student"], s["features"]) for s in entries)}
         for key, part in parts.items():
             fig, ax = plt.subplots(figsize=(9, 4.5))
-            _curves(ax, part, rows, [labels[id(s)] for s in part])
+            drawn = _curves(ax, part, rows, [labels[id(s)] for s in part])
             ax.set_title(f"{corpus}: {ax.get_title()}", fontsize=9)
-            if ax.get_lines():
+            if drawn:
                 written.append(_save(fig, folder / f"curves_{_slug(corpus, *key)}.png"))
             else:
                 plt.close(fig)
@@ -196,13 +208,14 @@ def write_plots(report: dict, folder: str | Path, tensorboard: bool = True) -> l
 
 def write_tensorboard(rows: list[dict], folder: str | Path) -> list[Path]:
     """One event-file folder per (run, fold, seed) with its per-epoch ``train_loss``, ``valid_ua``, ``valid_wa``,
-    ``lr`` and the test WA/UA at the chosen epoch; ``tensorboard --logdir DIR/tensorboard`` compares them."""
+    ``lr`` and the test WA/UA at the chosen epoch; ``tensorboard --logdir DIR/tensorboard`` compares them.
+    Rows without a per-epoch history (:func:`has_curve`) have nothing to show there."""
     from serkd.train.results import write_curves
 
     folder = Path(folder)
     written, used = [], set()
     for row in rows:
-        if not row.get("history"):
+        if not has_curve(row.get("history")):
             continue
         name = Path(str(row.get("run"))).name if row.get("run") else "run"
         unit = folder / _slug(name) / _slug(row.get("fold"), None if row.get("seed") is None else f"seed{row['seed']}")

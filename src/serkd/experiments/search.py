@@ -9,7 +9,8 @@ every student × features × fold × seed of the grid, and scores the mean **val
 units: the test speakers never enter the objective. The trials' units are stored in ``results.db`` as
 kind ``trial`` (never shown by ``serkd report``). When all trials are done, the best parameters are
 evaluated on test once: the same units, stored as students and marked ``search-selected`` (they
-reuse the best trial's trained folds, so nothing is trained twice).
+reuse the best trial's trained folds, so nothing is trained twice). While it runs, every unit's line shows
+its validation UA; the test scores appear once, at the end.
 
 Storage: Optuna's RDB storage in ``OUT/search.db`` (SQLite). Only this driver process writes it (the
 workers return results), which is the one-writer case SQLite handles well; Optuna's journal file
@@ -29,7 +30,8 @@ import numpy as np
 
 from serkd.config import ConfigError
 from serkd.errors import SerkdError
-from serkd.experiments.grid import GridSpec, execute, lock, plan, precompute_features
+from serkd.experiments.phases import GridSummary, lock, prepare_data, run_phases
+from serkd.experiments.spec import GridSpec, plan
 from serkd.experiments.store import ResultsStore
 from serkd.hashing import stable_hash
 from serkd.layout import DB_NAME
@@ -96,7 +98,8 @@ def _trial_dir(out: Path, params: dict) -> str:
 
 
 def run_search(spec: GridSpec, executor=None, on_event: OnEvent | None = None) -> dict:
-    """Run the search to ``trials`` completed trials in total, then evaluate the best on test once."""
+    """Run the search to ``trials`` completed trials in total, then evaluate the best on test once. While it
+    searches, only validation scores are shown; test appears once, in the returned result."""
     import optuna
 
     from serkd.experiments.executors import LocalExecutor
@@ -106,27 +109,32 @@ def run_search(spec: GridSpec, executor=None, on_event: OnEvent | None = None) -
     if search.method not in spec.methods:
         spec.methods = {**spec.methods, search.method: {}}
     base_params = spec.methods[search.method]
+    plan(spec, {search.method: base_params}, kind="trial")  # every problem before the first trial trains
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out)
     executor = executor or LocalExecutor(1)
     try:
-        precompute_features(spec, emit)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("optuna").setLevel(logging.WARNING)
         study = optuna.create_study(study_name=spec.name, storage=f"sqlite:///{(out / SEARCH_DB).resolve()}",
                                     direction="maximize", sampler=optuna.samplers.TPESampler(seed=search.seed),
                                     load_if_exists=True)
         with ResultsStore(out / DB_NAME) as store:
+            prepared = False
+
             def objective(trial) -> float:
+                nonlocal prepared
                 params = {**base_params, **search.sample(trial)}
-                trial_plan = plan(spec, {search.method: params}, kind="trial",
-                                  out_root=_trial_dir(out, params))
-                summary = _run(trial_plan, store, executor, emit)
+                trial_plan = plan(spec, {search.method: params}, kind="trial", out_root=_trial_dir(out, params))
+                if not prepared:
+                    prepare_data(trial_plan.student_units, emit)
+                    prepared = True
+                summary = GridSummary(len(trial_plan.units))
+                run_phases(trial_plan, store, executor, emit, summary, show="valid")
                 if summary.failed:
                     raise optuna.TrialPruned(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]['error']}")
-                status = {u["key"]: u for u in trial_plan.student_units}
-                valid = [row["valid_ua"] for row in _rows(store, status)]
+                valid = _valid(store.results(u.key for u in trial_plan.student_units))
                 value = float(np.mean(valid))
                 emit.info(f"trial {trial.number}: {params} -> mean validation UA {100 * value:.2f} "
                           f"({len(valid)} units)")
@@ -141,12 +149,13 @@ def run_search(spec: GridSpec, executor=None, on_event: OnEvent | None = None) -
             best = {**base_params, **study.best_params}
             emit.info(f"best: {best} (mean validation UA {100 * study.best_value:.2f}); evaluating on test once")
             final = plan(spec, {search.method: best}, kind="student", out_root=_trial_dir(out, best))
-            summary = _run(final, store, executor, emit)
+            summary = GridSummary(len(final.units))
+            run_phases(final, store, executor, emit, summary, show="valid")
             if summary.failed:
                 raise SerkdError(f"evaluating the best parameters failed: {summary.failed[0]['error']}")
             for unit in final.student_units:
-                store.add_mark(unit["key"], MARK_SEARCH_SELECTED)
-            rows = _rows(store, {u["key"]: u for u in final.student_units})
+                store.add_mark(unit.key, MARK_SEARCH_SELECTED)
+            rows = store.results(u.key for u in final.student_units)
         return {"best_params": best, "valid_ua": float(study.best_value), "trials": len(complete),
                 "test": {"wa_mean": float(np.mean([r["wa"] for r in rows])),
                          "ua_mean": float(np.mean([r["ua"] for r in rows])),
@@ -156,22 +165,6 @@ def run_search(spec: GridSpec, executor=None, on_event: OnEvent | None = None) -
         handle.close()
 
 
-def _run(grid_plan, store: ResultsStore, executor, emit: Emitter):
-    from serkd.experiments.grid import GridSummary
-
-    summary = GridSummary(len(grid_plan.units))
-    execute(grid_plan.teacher_units, store, executor, emit, summary)
-    status = store.status()
-    blocked = {u["key"]: "failed" for u in grid_plan.teacher_units if status.get(u["key"]) != "done"}
-    execute(grid_plan.student_units, store, executor, emit, summary, blocked)
-    return summary
-
-
-def _rows(store: ResultsStore, units: dict[str, dict]) -> list[dict]:
-    rows = []
-    for key in units:
-        row = store.conn.execute("SELECT wa, ua, valid_ua FROM units WHERE key = ? AND status = 'done'",
-                                 (key,)).fetchone()
-        if row is not None and not math.isnan(row["valid_ua"] if row["valid_ua"] is not None else float("nan")):
-            rows.append(dict(row))
-    return rows
+def _valid(results: list[dict]) -> list[float]:
+    """The validation UA of each finished unit (a unit without validation speakers has none: left out)."""
+    return [r["valid_ua"] for r in results if r.get("valid_ua") is not None and not math.isnan(r["valid_ua"])]
