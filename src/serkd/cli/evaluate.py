@@ -70,11 +70,11 @@ def eval_summary_table(summary: list[dict]) -> Table:
     from serkd.experiments.report import mean_std
 
     table = Table(title="mean ± std over fold models (the final model alone); in-domain: the same models' own test UA")
-    for column in ("run", "models", "student", "features", "method", "n", "WA %", "UA %", "in-domain UA %"):
+    for column in ("run", "models", "student", "features", "method", "n", "WA %", "UA %", "in-domain UA %", "marks"):
         table.add_column(column, justify="right" if "%" in column or column == "n" else "left")
     for s in summary:
         table.add_row(Path(str(s["run"])).name, "final" if s.get("model") == "final" else "folds", str(s["student"]),
                       str(s["features"]), s.get("label") or str(s["method"]), str(s["n"]),
                       mean_std(s["wa_mean"], s["wa_std"]), mean_std(s["ua_mean"], s["ua_std"]),
-                      _percent(s.get("in_domain_ua_mean")))
+                      _percent(s.get("in_domain_ua_mean")), ", ".join(s.get("marks") or []))
     return table
