@@ -3,13 +3,13 @@ whole sentences in ``serkd methods``."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import run_cli
+from corpus_builders import write_csv
 
 from serkd.data.corpora import load_corpus
 
@@ -31,14 +31,9 @@ def grid_out(tiny_synth, tmp_path_factory, one_torch_thread) -> Path:
 @pytest.fixture
 def other_corpus(tiny_synth, tmp_path) -> Path:
     """The synth audio as a CSV corpus whose anger is called 'angry'; every other class keeps its name."""
-    manifest = load_corpus("synth", tiny_synth)
-    table = tmp_path / "other.csv"
-    with open(table, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "speaker"])
-        for u in manifest.utterances:
-            writer.writerow([u.path, "angry" if u.label == "anger" else u.label, "x" + u.speaker])
-    return table
+    return write_csv(tmp_path / "other.csv", [
+        {"path": str(u.path), "label": "angry" if u.label == "anger" else u.label, "speaker": "x" + u.speaker}
+        for u in load_corpus("synth", tiny_synth).utterances])
 
 
 def _units(grid_out: Path) -> list[Path]:
