@@ -42,6 +42,8 @@ from serkd.train.metrics import confusion, wa_ua
 from serkd.train.results import FoldResult
 
 MARK_CROSS_CORPUS = "cross-corpus"
+# fold models and the final model, and each run folder of a grid, are summarised apart
+SUMMARY_KEYS = (*GROUP_KEYS, "model", "run")
 
 
 def parse_label_map(text: str | None) -> dict[str, str]:
@@ -123,9 +125,9 @@ def evaluate_run(run_dir: str | Path, corpus: str, root: str | Path, label_map: 
     rows = [row for run_rows, _ in scored for row in run_rows]
     for row in rows:
         row.pop("history", None)
-    summary = summarise(rows, (*GROUP_KEYS, "model", "run"))
+    summary = summarise(rows, SUMMARY_KEYS)
     for entry in summary:
-        own = [m["in_domain_ua"] for m in members_of(entry, rows, (*GROUP_KEYS, "model", "run"))
+        own = [m["in_domain_ua"] for m in members_of(entry, rows, SUMMARY_KEYS)
                if m.get("in_domain_ua") is not None]
         entry["in_domain_ua_mean"] = float(np.mean(own)) if own else None
     first_info = scored[0][1]
