@@ -6,10 +6,17 @@ DEMO_OUT ?= demo_out
 
 .PHONY: demo test lint bench venv clean
 
+# The first install fetches torch (with its CUDA libraries), transformers, ray, onnxruntime, librosa, timm,
+# opensmile...: about 7 GB in .venv, minutes (about 9 on a 2-core machine with nothing cached); pip names each
+# package as it goes.
 $(BIN)/serkd: pyproject.toml
+	@echo "serkd: installing serkd and its dependencies into $(VENV)/ (torch, transformers, ray, onnxruntime,"
+	@echo "serkd: librosa, timm, opensmile, ...; about 7 GB): this takes minutes (about 9 with nothing cached)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]' 2>&1 \
+		| grep --line-buffered -v -e "is ignored: it is neither" -e "^Requirement already satisfied" || true
 	$(BIN)/python -c "import serkd, torch, librosa, timm" && touch $(BIN)/serkd
+	@echo "serkd: installed; the serkd command is $(BIN)/serkd"
 
 venv: $(BIN)/serkd
 

@@ -10,6 +10,7 @@ with ``@register("name")`` (from ``._common``), its formula in the module docstr
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from torch import nn
@@ -60,10 +61,11 @@ def defaults(name: str) -> dict[str, Any]:
 
 
 def summary(name: str) -> str:
-    """The first line of a method's docstring (its module's): what it is."""
+    """The first sentence of a method's docstring (its module's), on one line: what it is."""
     cls = get(name)
     doc = inspect.getmodule(cls).__doc__ or cls.__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph)[0]
 
 
 def create(name: str, **params: Any) -> nn.Module:
