@@ -43,6 +43,7 @@ from serkd.train.fold import check_run_folder, clear_run, load_manifest, record_
 from serkd.train.loop import fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
 from serkd.train.results import FoldResult, write_curves
+from serkd.train.threads import use_threads
 
 
 @dataclass
@@ -314,8 +315,7 @@ def run(config: RunConfig, on_event: OnEvent | None = None, overwrite: bool = Fa
     if overwrite and (out / RUN_FILE).is_file():
         clear_run(out)
     checked = plan(config, emit)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    use_threads(config.threads, emit)  # unset: one per physical core of this process' share; warns if oversubscribed
     data = prepare(config, checked.manifest, checked.folds, emit, checked.data_hash, checked.feature_config)
     teachers = {f.name: teacher_fold(config, data, f, checked.teacher_meta[f.name]) for f in data.folds
                 if f.name in checked.teacher_meta}

@@ -43,6 +43,7 @@ from serkd.train.loop import BestEpoch, batches, pick_device
 from serkd.train.metrics import wa_ua
 from serkd.train.provenance import provenance
 from serkd.train.results import FoldResult
+from serkd.train.threads import use_threads
 
 TEACHER_FILE = "teacher.json"
 
@@ -79,8 +80,7 @@ def train_teacher(config: TeacherConfig, on_event: OnEvent | None = None, overwr
     resolved = wavlm_teacher.resolve(config.model, config.revision)  # before reading audio: fail fast offline
     # no run-folder config check: each fold's outputs carry their own config hash, so one store may hold
     # folds fine-tuned with different settings (a fold retrained with another config replaces only itself)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    use_threads(config.threads, emit)  # unset: one per physical core of this process' share; warns if oversubscribed
     data = load_waveforms(config, emit)
     shared.record_run(out, config, data, role="teacher", features={"kind": "waveform", "length": config.crop_length},
                       model=config.model, revision=resolved.revision, display=resolved.display)
