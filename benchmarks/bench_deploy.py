@@ -28,7 +28,8 @@ from rich.table import Table
 
 from serkd import models
 from serkd.deploy import bench as b
-from serkd.deploy.export import export, quantize_int8, quantize_int8_static
+from serkd.deploy.export import export
+from serkd.deploy.quantize import quantize_int8, quantize_int8_static
 from serkd.io import atomic_write_json
 from serkd.train.checkpoint import save_checkpoint
 from serkd.train.provenance import provenance
