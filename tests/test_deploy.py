@@ -223,6 +223,8 @@ def test_bench_quick(exported, capsys, tmp_path):
     for runtime in ("onnx", "torch"):
         one = student[runtime]["1"]
         assert one["runs"] == 3 and 0 < one["p50_ms"] <= one["p95_ms"] and one["x_realtime"] > 0
+        assert one["cpu_p50_ms"] > 0 and one["x_realtime_cpu"] == pytest.approx(1000 / one["cpu_p50_ms"])
+    assert isinstance(result["cpu_flags"], list) and "CPU time per clip" in result["targets"][0]["target"]
     assert teacher["flops"] > 0 and teacher["torch"]["1"]["p50_ms"] > 0 and "not WavLM Base+" in teacher["note"]
     assert len(result["targets"]) == 3 and all(isinstance(row["met"], bool) for row in result["targets"])
     first, second = result["headline"]
