@@ -580,7 +580,7 @@ def grid_facts(grid: dict) -> dict:
 
 
 def estimate(name: str, facts: dict, runs: list[dict], teacher: dict | None, units_measured: list[int],
-             teacher_key: str | None, smoke: bool) -> dict:
+             teacher_key: str | None, smoke: bool, device: str = "GPU") -> dict:
     """Hours for the grid per number of units at a time: teacher folds, then student units."""
     corpus = CORPORA[facts["corpus"]]
     n_train = round(corpus["train"] * facts["utterances"])
@@ -616,7 +616,7 @@ def estimate(name: str, facts: dict, runs: list[dict], teacher: dict | None, uni
         out["by_units"][str(units)] = entry
     done = {int(u): e["total_hours"] for u, e in out["by_units"].items() if e["total_hours"] is not None}
     out["best_units"] = min(done, key=done.get) if done else None
-    out["sentence"] = _sentence(name, out, smoke)
+    out["sentence"] = _sentence(name, out, smoke, device)
     return out
 
 
@@ -654,7 +654,7 @@ def _stand_in(runs, student, kind, corpus) -> int | None:
                  and r.get("n_train")), None)
 
 
-def _sentence(name: str, estimate_: dict, smoke: bool) -> str:
+def _sentence(name: str, estimate_: dict, smoke: bool, device: str = "GPU") -> str:
     corpus = {"emodb": "Emo-DB", "iemocap": "IEMOCAP"}.get(estimate_["corpus"], estimate_["corpus"])
     best = estimate_["best_units"]
     if best is None:
@@ -667,8 +667,8 @@ def _sentence(name: str, estimate_: dict, smoke: bool) -> str:
     line = (f"the {corpus} paper grid ({name}: {estimate_['teacher_folds']} teacher folds x "
             f"{estimate_['teacher_epochs']} epochs, then {estimate_['student_units']} student units x "
             f"{estimate_['epochs']} epochs) takes about {_hours(by[str(chosen)]['total_hours'])} on this "
-            f"{'CPU (smoke sizes: not an estimate)' if smoke else 'GPU'} with {chosen} unit{'s' if chosen > 1 else ''} "
-            f"at a time ({teacher}students {_hours(by[str(chosen)]['student_hours'])})")
+            f"{'CPU (smoke sizes: not an estimate)' if smoke else device} with {chosen} "
+            f"unit{'s' if chosen > 1 else ''} at a time ({teacher}students {_hours(by[str(chosen)]['student_hours'])})")
     others = [f"{u} at a time {_hours(e['total_hours'])}" for u, e in by.items()
               if int(u) != chosen and e["total_hours"] is not None]
     if others:
@@ -789,7 +789,8 @@ def run_check(check: Check) -> int:
     for name, facts in grids.items():
         index = grid_teacher_lengths.index(facts["teacher_length"])
         key = f"{teacher_lengths[min(index, len(teacher_lengths) - 1)] / 16000:g}s"
-        result["estimates"][name] = estimate(name, facts, runs, result["teacher"], config["units"], key, smoke)
+        device = f"GPU ({env['device_name']})" if env and env.get("device_name") else "GPU"
+        result["estimates"][name] = estimate(name, facts, runs, result["teacher"], config["units"], key, smoke, device)
     result["summary"] = [e["sentence"] for e in result["estimates"].values()]
     check.save()
     print()

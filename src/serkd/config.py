@@ -105,7 +105,8 @@ class _Config:
         "test-selected)", choices=lambda: list(SELECT_CHOICES)))
     device: str = field(default="auto", metadata=_meta("auto, cpu, cuda, cuda:1, ...", hashed=False))
     threads: int | None = field(default=None, metadata=_meta(
-        "torch CPU threads (default: torch's choice; give 1 per process when several run at once)", hashed=False))
+        "torch CPU threads (default: one per physical core this process may use, OMP_NUM_THREADS caps it; a note "
+        "when the machine's load oversubscribes the run)", hashed=False))
     skip_bad: bool = field(default=False, metadata=_meta("drop bad audio files instead of failing", hashed=False))
     tensorboard: bool = field(default=False, metadata=_meta(
         "write per-epoch curves to RUN_DIR/tensorboard", hashed=False))
