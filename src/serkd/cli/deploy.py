@@ -16,10 +16,11 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained fold to ONNX: waveform in, class probabilities out")
     p.add_argument("fold_dir", type=Path, help="RUN_DIR/<fold> (model.safetensors + checkpoint.json)")
     p.add_argument("--out", required=True, type=Path, help="the float32 graph (.onnx)")
-    p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized graph, OUT.int8.onnx")
+    p.add_argument("--int8", action="store_true",
+                   help="also write OUT.int8.onnx with int8 weights (under a third of the size, float32 speed)")
     p.add_argument("--int8-static", action="store_true",
                    help="also write a static int8 (QDQ) graph calibrated on the fold's training utterances, "
-                        "OUT.int8-static.onnx (needs --corpus and --root)")
+                        "OUT.int8-static.onnx: int8 compute (needs --corpus and --root)")
     p.add_argument("--corpus", choices=available(),
                    help="with --root: WA/UA of the graph(s) on the fold's test speakers")
     p.add_argument("--root", type=Path, help="corpus folder (csv: the CSV file)")
