@@ -317,6 +317,11 @@ def section_student_worker(params: dict) -> dict:
     results = []
     for j, job in enumerate(params["jobs"]):
         record = {"job": job_name(job), "worker": me}
+        early = _read_json(sync / f"go-{j}.json")
+        if early and early.get("skip"):  # the parent gave up on this job already: do not even build it
+            record["error"] = "skipped: " + early.get("why", "time budget")
+            _write_json(sync / f"done-{j}-{me}.json", record)
+            continue
         try:
             corpus = CORPORA[job["corpus"]]
             n_train, n_valid = round(corpus["train"] * n), max(1, round(corpus["valid"] * n))
@@ -471,13 +476,20 @@ class Check:
         for j, job in enumerate(jobs):
             ready = self._wait_all(sync, "ready", j, units, workers, deadline)
             warm = [r.get("warm_s") for r in ready if r and "warm_s" in r]
-            if len(warm) < units or time.perf_counter() > deadline:
-                why = "a worker failed before the start" if len(warm) < units else "time budget"
+            errors = sorted({r.get("error") for r in ready if r and r.get("error")})
+            gone = any(process.poll() is not None for process, _, _ in workers) or None in ready
+            if gone or time.perf_counter() > deadline:  # a worker died or never answered: the phase ends here
+                why = "time budget" if time.perf_counter() > deadline else "a worker stopped"
                 for later in range(j, len(jobs)):
                     _write_json(sync / f"go-{later}.json", {"skip": True, "why": why})
-                errors = sorted({r.get("error") for r in ready if r and r.get("error")})
                 self.fail(f"{name} {job_name(job)}", why + (f": {'; '.join(errors)}" if errors else ""))
                 break
+            if len(warm) < units:  # this job failed in some worker (e.g. out of memory): the next one may not
+                _write_json(sync / f"go-{j}.json", {"skip": True, "why": "failed in another unit"})
+                self._wait_all(sync, "done", j, units, workers, deadline)
+                self.fail(f"{name} {job_name(job)}", "; ".join(errors) or "failed before the start")
+                runs.append(summarise_run(units, job, [], self, errors))
+                continue
             epochs = _epochs_for(max(warm), self.config)
             if time.perf_counter() + 3 * epochs * max(warm) > deadline:  # would not finish: stop here
                 for later in range(j, len(jobs)):
@@ -524,11 +536,13 @@ def _epochs_for(warm_s: float, config: dict) -> int:
     return int(min(config["max_epochs"], max(config["min_epochs"], math.ceil(config["target_s"] / max(warm_s, 1e-3)))))
 
 
-def summarise_run(units: int, job: dict, done: list[dict | None], check: Check) -> dict:
+def summarise_run(units: int, job: dict, done: list[dict | None], check: Check,
+                  errors: list[str] | None = None) -> dict:
     ok = [d for d in done if d and "median_epoch_s" in d]
-    errors = sorted({(d or {}).get("error", "no result") for d in done if not (d and "median_epoch_s" in d)})
-    if errors:
-        check.fail(f"students x{units} {job_name(job)}", "; ".join(errors))
+    if errors is None:
+        errors = sorted({(d or {}).get("error", "no result") for d in done if not (d and "median_epoch_s" in d)})
+        if errors:
+            check.fail(f"students x{units} {job_name(job)}", "; ".join(errors))
     run = {"units": units, **{k: job[k] for k in ("student", "features", "corpus", "length", "shape")},
            "units_ok": len(ok), "errors": errors}
     if ok:
