@@ -1,18 +1,21 @@
-"""Deployment benchmark: Light-SERNet+ and mobilenetv3_small_075 exported to ONNX beside a WavLM teacher.
+"""Deployment benchmark: students exported to ONNX (float32, int8 weights, static int8) beside a WavLM teacher.
 
     python benchmarks/bench_deploy.py [--out benchmarks/results/bench_deploy.json] [--teacher base-plus-config]
-                                      [--repeats 30] [--teacher-repeats 5] [--threads N] [--no-int8] [--quick]
+                                      [--students lightsernet,mobilenetv3_small_075,tiny] [--repeats 30]
+                                      [--teacher-repeats 5] [--threads N] [--no-int8] [--quick]
 
-Trains nothing: each student is built with random weights (latency and FLOPs do not depend on them)
-for 7 classes on the Emo-DB mel preset (5 s crop, 128 x 313 features), saved as a serkd checkpoint
-(safetensors + JSON) and exported with ``serkd.deploy.export`` exactly as ``serkd export`` does,
-plus its dynamic-int8 graph and its static-int8 (QDQ) graph, the latter calibrated on 16 synthetic
-tone-and-noise clips (no corpus here: the ranges do not change the timing; accuracy is
-``benchmarks/bench_int8.py``'s business). Every graph is timed end to end in onnxruntime on one 5 s clip (crop,
-front-end, network, softmax) on one thread and on all threads, its torch twin in eager mode, and
-the teacher once in torch eager on the same clip (default: the WavLM Base+ architecture with random
-weights). FLOPs come from torch's FlopCounterMode. Prints rich tables (latency, targets) and writes
-the JSON. The load average before and after is recorded: on shared CPUs, timings are upper bounds.
+``--students`` takes any registered student or timm name (default: Light-SERNet+, mobilenetv3_small_075,
+and ``tiny`` when that student is registered). Trains nothing: each student is built with random weights
+(latency and FLOPs do not depend on them) for 7 classes on the Emo-DB mel preset (5 s crop, 128 x 313
+features), saved as a serkd checkpoint (safetensors + JSON) and exported with ``serkd.deploy.export``
+exactly as ``serkd export`` does, plus its int8-weights graph and its static-int8 (QDQ) graph, the latter
+calibrated on 16 synthetic tone-and-noise clips (no corpus here: the ranges do not change the timing;
+accuracy is ``benchmarks/bench_int8.py``'s business). Every graph is timed end to end in onnxruntime on
+one 5 s clip (crop, front-end, network, softmax) on one thread and on all threads, its torch twin in eager
+mode, and the teacher once in torch eager on the same clip (default: the WavLM Base+ architecture with
+random weights). FLOPs come from torch's FlopCounterMode. Prints rich tables (latency, targets) and writes
+the JSON. The load average before and after and the CPU's int8 instructions are recorded; on shared CPUs
+wall times are upper bounds, and the process' CPU time per run (also recorded) is what a run costs.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from rich.table import Table
 
 from serkd import models
 from serkd.deploy import bench as b
-from serkd.deploy.export import export, quantize_int8, quantize_int8_static
+from serkd.deploy.export import export
+from serkd.deploy.quantize import quantize_int8, quantize_int8_static
 from serkd.io import atomic_write_json
 from serkd.train.checkpoint import save_checkpoint
 from serkd.train.provenance import provenance
 
-STUDENTS = ("lightsernet", "mobilenetv3_small_075")
+STUDENTS = ("lightsernet", "mobilenetv3_small_075", "tiny")  # tiny: measured once it is registered
 LABELS = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]  # Emo-DB, seed order
 FEATURES = {"kind": "mel", "length": 80000}
 
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default="base-plus-config", help="as serkd bench --teacher")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--teacher-repeats", type=int, default=5)
+    parser.add_argument("--students", help="comma-separated student names (default: " + ",".join(STUDENTS) + ")")
     parser.add_argument("--threads", type=int, help="the 'all threads' count (default: the usable CPUs)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 graphs")
     parser.add_argument("--quick", action="store_true", help="3 timed runs each, tiny teacher (smoke test)")
@@ -72,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     result = b.environment(b.CLIP_SECONDS, n_all)
     result.update(teacher_spec=args.teacher, graphs=[])
     graphs = []
-    for name in STUDENTS:
+    students = args.students.split(",") if args.students else [n for n in STUDENTS if n != "tiny" or
+                                                                 "tiny" in models.STUDENTS]
+    for name in students:
         fold = checkpoint(work / name, name)
         exported = export(fold, work / f"{name}.onnx")
         console.print(f"exported {exported.path} ({exported.size_bytes / 1e6:.2f} MB, onnxruntime vs torch max |dp| "
@@ -100,21 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     for graph in result["graphs"]:
         console.print(f"{Path(graph['student']['path']).name}: " + "; ".join(graph["headline"]), highlight=False)
     console.print(f"load average before {result['load_average']}, after {result['load_average_after']} "
-                  f"on {result['cores']} core(s); JSON: {args.out}")
+                  f"on {result['cores']} core(s); int8 instructions: {', '.join(result['cpu_flags']) or 'none'}; "
+                  f"JSON: {args.out}")
     return 0
 
 
 def latency_table(result: dict) -> Table:
     table = Table(title=f"end-to-end latency, one {result['clip_seconds']:g} s clip ({result['cpu']})")
-    for column in ("model", "runtime", "threads", "p50 ms", "p95 ms", "min ms", "x real time", "GFLOP", "MB"):
+    for column in ("model", "runtime", "threads", "p50 ms", "p95 ms", "min ms", "CPU ms", "x real time",
+                   "x real time (CPU)", "GFLOP", "MB"):
         table.add_column(column, justify="left" if column in ("model", "runtime") else "right")
     rows = [row for graph in result["graphs"] for row in b.format_rows({"student": graph["student"]})]
     if result["teacher"]:
         rows += [row for row in b.format_rows({"student": result["graphs"][0]["student"], "teacher": result["teacher"]})
                  if row["model"].startswith("teacher")]
     for row in rows:
+        cpu = row.get("x_realtime_cpu")
         table.add_row(row["model"], row["runtime"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}",
-                      f"{row['min_ms']:.2f}", f"{row['x_realtime']:.0f}", f"{row['gflop']:.3f}",
+                      f"{row['min_ms']:.2f}", f"{row['cpu_p50_ms']:.2f}" if row.get("cpu_p50_ms") else "-",
+                      f"{row['x_realtime']:.0f}", f"{cpu:.0f}" if cpu else "-", f"{row['gflop']:.3f}",
                       f"{row['size_mb']:.2f}")
     return table
 

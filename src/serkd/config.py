@@ -121,7 +121,8 @@ class Config:
         "choose the best epoch on validation speakers, or as the seed did on the test fold (results marked "
         "test-selected)", choices=lambda: list(SELECT_CHOICES)))
     threads: int | None = field(default=None, metadata=meta(
-        "torch CPU threads (default: torch's choice; give 1 per process when several run at once)", hashed=False))
+        "torch CPU threads (default: one per physical core this process may use, OMP_NUM_THREADS caps it; a note "
+        "when the machine's load oversubscribes the run)", hashed=False))
     skip_bad: bool = field(default=False, metadata=meta("drop bad audio files instead of failing", hashed=False))
 
     # ------------------------------------------------------------------ building

@@ -16,10 +16,11 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained fold to ONNX: waveform in, class probabilities out")
     p.add_argument("fold_dir", type=Path, help="RUN_DIR/<fold> (model.safetensors + checkpoint.json)")
     p.add_argument("--out", required=True, type=Path, help="the float32 graph (.onnx)")
-    p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized graph, OUT.int8.onnx")
+    p.add_argument("--int8", action="store_true",
+                   help="also write OUT.int8.onnx with int8 weights (under a third of the size, float32 speed)")
     p.add_argument("--int8-static", action="store_true",
                    help="also write a static int8 (QDQ) graph calibrated on the fold's training utterances, "
-                        "OUT.int8-static.onnx (needs --corpus and --root)")
+                        "OUT.int8-static.onnx: int8 compute (needs --corpus and --root)")
     p.add_argument("--corpus", choices=available(),
                    help="with --root: WA/UA of the graph(s) on the fold's test speakers")
     p.add_argument("--root", type=Path, help="corpus folder (csv: the CSV file)")
@@ -130,7 +131,7 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> None:
-    from serkd.deploy.bench import bench, tables
+    from serkd.deploy.bench import bench
     from serkd.io import atomic_write_json
 
     if args.seconds <= 0 or args.repeats < 1 or args.teacher_repeats < 1:
@@ -142,7 +143,33 @@ def cmd_bench(args) -> None:
     if args.json:
         print_json(result)
         return
-    for table in tables(result):
+    for table in bench_tables(result):
         stdout.print(table)
     for line in result["headline"]:
         stdout.print(line, highlight=False)
+
+
+def bench_tables(result: dict) -> list:
+    """``serkd bench``'s result as rich tables: latency per model / runtime / threads, then the targets."""
+    from rich.table import Table
+
+    from serkd.deploy.bench import format_rows
+
+    latency = Table(title=f"latency on one {result['clip_seconds']:g} s clip (p50 / p95 of the timed runs; CPU: "
+                          "the process' CPU time per run)")
+    for column in ("model", "runtime", "threads", "p50 ms", "p95 ms", "CPU ms", "x real time", "x real time (CPU)",
+                   "GFLOP", "size MB"):
+        latency.add_column(column, justify="left" if column in ("model", "runtime") else "right")
+    for row in format_rows(result):
+        cpu = row.get("x_realtime_cpu")
+        latency.add_row(row["model"], row["runtime"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}",
+                        f"{row['cpu_p50_ms']:.2f}" if row.get("cpu_p50_ms") else "-", f"{row['x_realtime']:.0f}",
+                        f"{cpu:.0f}" if cpu else "-", f"{row['gflop']:.3f}", f"{row['size_mb']:.2f}")
+    goals = Table(title="targets")
+    for column in ("target", "measured", "goal", "met"):
+        goals.add_column(column)
+    for row in result["targets"]:
+        met = "-" if row["met"] is None else ("yes" if row["met"] else "NO")
+        goal = "-" if row["goal"] is None else f"{row['goal']:.3g}"
+        goals.add_row(row["target"], f"{row['value']:.3g}", goal, met)
+    return [latency, goals]

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from serkd.errors import BadInputError
 
@@ -27,6 +26,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise BadInputError(path, "audio file not found")
     if path.stat().st_size == 0:
         raise BadInputError(path, "empty file (0 bytes)")
+    import soundfile as sf  # here, not at import: model code that imports SAMPLE_RATE runs without it (gpu_check)
+
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt headers/data

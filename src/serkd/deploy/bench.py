@@ -4,7 +4,12 @@ Everything is measured in one process on the same clip (``CLIP_SECONDS`` of a to
 waveform at 16 kHz; the graph's cost does not depend on the content): the student's ONNX graph in
 onnxruntime (end to end: crop, front-end, network, softmax), the same student in torch eager, and
 the teacher in torch eager (its feature extractor's normalisation included), each on one thread and
-on all of them. Latency is the p50 / p95 of ``repeats`` timed runs after warm-up runs.
+on all of them. Latency is the p50 / p95 of ``repeats`` timed runs after warm-up runs; beside each wall time
+the process' CPU time per run is recorded (``cpu_p50_ms``): on a machine shared with other work the wall
+time also counts the waits for a CPU, the CPU time does not, so the speed targets are judged on it
+(with one thread and a free core the two agree). The environment records the load average and the CPU's
+int8 dot-product instructions (``cpu_flags``: AVX512-VNNI, AVX-VNNI, ARM dot product), which decide
+whether int8 compute pays.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the torch modules (a
 multiply-add is 2 FLOPs): the student is rebuilt from the graph's metadata (model name, classes,
@@ -42,9 +47,11 @@ from torch import nn
 from serkd.errors import SerkdError
 
 CLIP_SECONDS = 5.0
-# end-to-end x real time on one thread, per student (issue 7)
-REALTIME_TARGETS = {"lightsernet": 100.0, "mobilenetv3_small_075": 1000.0}
+# end-to-end x real time on one thread (CPU time), per student (issues 7 and 20)
+REALTIME_TARGETS = {"lightsernet": 100.0, "mobilenetv3_small_075": 2000.0, "tiny": 10000.0}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86 flags; ARM: asimddp
 SPEEDUP_FRACTION = 0.7  # measured speed-up >= this fraction of the FLOP ratio
+WAITED = 1.25  # wall time above this multiple of the CPU time: the run waited for a CPU (the headline says so)
 TEACHERS = ("auto", "tiny", "base-plus-config", "none")
 
 
@@ -55,12 +62,14 @@ class Latency:
     p95_ms: float
     min_ms: float  # beside p50: on shared CPUs the gap between them is the contention
     runs: int
+    cpu_p50_ms: float = 0.0  # the process' CPU time per run (all its threads): what the run costs, waits excluded
 
     def x_realtime(self, seconds: float) -> float:
         return seconds / (self.p50_ms / 1000.0)
 
     def summary(self, seconds: float) -> dict:
-        return {**asdict(self), "rtf": self.p50_ms / 1000.0 / seconds, "x_realtime": self.x_realtime(seconds)}
+        return {**asdict(self), "rtf": self.p50_ms / 1000.0 / seconds, "x_realtime": self.x_realtime(seconds),
+                "x_realtime_cpu": seconds / (self.cpu_p50_ms / 1000.0) if self.cpu_p50_ms > 0 else None}
 
 
 def all_threads() -> int:
@@ -86,8 +95,18 @@ def time_calls(run: Callable[[], object], repeats: int, warmup: int = 1) -> list
 
 
 def measure(run: Callable[[], object], threads: int, repeats: int, warmup: int) -> Latency:
-    ms = 1000.0 * np.array(time_calls(run, repeats, warmup))
-    return Latency(threads, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.min()), repeats)
+    """Wall and CPU time of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        run()
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    ms, cpu_ms = 1000.0 * np.array(wall), 1000.0 * np.array(cpu)
+    return Latency(threads, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.min()), repeats,
+                   float(np.percentile(cpu_ms, 50)))
 
 
 @contextmanager
@@ -270,13 +289,13 @@ def measure_teacher(built: Teacher | None, seconds: float = CLIP_SECONDS, repeat
 def environment(seconds: float, threads: int) -> dict:
     """What the numbers depend on; the load average says whether the CPUs were shared while timing."""
     return {"clip_seconds": seconds, "threads_all": threads, "cpu": _cpu_name(), "cores": os.cpu_count(),
-            "onnxruntime": _version("onnxruntime"), "torch": torch.__version__,
+            "cpu_flags": cpu_flags(), "onnxruntime": _version("onnxruntime"), "torch": torch.__version__,
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def bench(model_path: str | Path, teacher_spec: str = "auto", seconds: float = CLIP_SECONDS, repeats: int = 30,
           teacher_repeats: int = 10, threads: int | None = None) -> dict:
-    """Measure the graph and the teacher side by side; a JSON-ready dict (``tables`` renders it)."""
+    """Measure the graph and the teacher side by side; a JSON-ready dict (the CLI renders it)."""
     n_all = threads or all_threads()
     counts = tuple(sorted({1, n_all}))
     from serkd.deploy.predict import OnnxClassifier
@@ -307,6 +326,11 @@ def headline(result: dict) -> list[str]:
     lines = [f"{name} runs {_times(lat['x_realtime'])} faster than real time on one CPU thread: {seconds:g} s of "
              f"audio in {_duration(lat['p50_ms'])} ({student['size_bytes'] / 1e6:.1f} MB, "
              f"{student['flops']['total'] / 1e9:.2g} GFLOP per clip)"]
+    if lat.get("cpu_p50_ms") and lat["p50_ms"] > WAITED * lat["cpu_p50_ms"]:
+        load = result.get("load_average") or [0.0]
+        lines[0] += (f"; its CPU time is {_duration(lat['cpu_p50_ms'])} ({_times(lat['x_realtime_cpu'])} real time): "
+                     f"the machine was busy (load {load[0]:.1f} on {result.get('cores')} CPUs), so the wall time "
+                     "includes waiting for a CPU")
     t = result.get("teacher")
     if t is not None:
         t_ms = t["torch"]["1"]["p50_ms"]
@@ -328,14 +352,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` the CPU has (Linux: /proc/cpuinfo's flags or ARM Features); [] elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    present = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            present.update(line.split(":", 1)[1].split())
+    return [flag for flag in CPU_FLAGS if flag in present]
+
+
 def targets(result: dict) -> list[dict]:
     """Each target with the measured value and whether it is met (one thread throughout)."""
     student, rows = result["student"], []
     goal = REALTIME_TARGETS.get(student["model"])
-    realtime = student["onnx"]["1"]["x_realtime"]
+    one = student["onnx"]["1"]
+    realtime = one.get("x_realtime_cpu") or one["x_realtime"]
     if goal is not None:
-        rows.append({"target": f"{student['model']} end to end >= {goal:g}x real time (1 thread, onnxruntime)",
-                     "value": realtime, "goal": goal, "met": realtime >= goal})
+        rows.append({"target": f"{student['model']} end to end >= {goal:g}x real time (1 thread, onnxruntime, CPU "
+                               "time per clip)", "value": realtime, "goal": goal, "met": realtime >= goal,
+                     "wall_value": one["x_realtime"]})
     t = result.get("teacher")
     if t is not None:
         flop_ratio = t["flops"] / student["flops"]["total"]
@@ -360,39 +399,22 @@ def format_rows(result: dict) -> list[dict]:
             rows.append({"model": s["model"] + _quantized(s["quantization"]),
                          "runtime": "onnxruntime" if runtime == "onnx" else "torch", "threads": threads,
                          "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "min_ms": lat["min_ms"],
-                         "x_realtime": lat["x_realtime"], "gflop": s["flops"]["total"] / 1e9,
+                         "x_realtime": lat["x_realtime"], "cpu_p50_ms": lat.get("cpu_p50_ms"),
+                         "x_realtime_cpu": lat.get("x_realtime_cpu"), "gflop": s["flops"]["total"] / 1e9,
                          "size_mb": s["size_bytes"] / 1e6})
     t = result.get("teacher")
     if t is not None:
         for threads, lat in t["torch"].items():
             rows.append({"model": f"teacher {t['name']}", "runtime": "torch", "threads": threads,
                          "p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "min_ms": lat["min_ms"],
-                         "x_realtime": lat["x_realtime"], "gflop": t["flops"] / 1e9, "size_mb": t["size_bytes"] / 1e6})
+                         "x_realtime": lat["x_realtime"], "cpu_p50_ms": lat.get("cpu_p50_ms"),
+                         "x_realtime_cpu": lat.get("x_realtime_cpu"), "gflop": t["flops"] / 1e9,
+                         "size_mb": t["size_bytes"] / 1e6})
     return rows
 
 
 def _quantized(quantization: str) -> str:
     return "" if quantization == "none" else " int8-static" if "static" in quantization else " int8"
-
-
-def tables(result: dict) -> list:
-    """rich tables: latency per model / runtime / threads, then the targets."""
-    from rich.table import Table
-
-    latency = Table(title=f"latency on one {result['clip_seconds']:g} s clip (p50 / p95 of the timed runs)")
-    for column in ("model", "runtime", "threads", "p50 ms", "p95 ms", "x real time", "GFLOP", "size MB"):
-        latency.add_column(column, justify="left" if column in ("model", "runtime") else "right")
-    for row in format_rows(result):
-        latency.add_row(row["model"], row["runtime"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}",
-                        f"{row['x_realtime']:.0f}", f"{row['gflop']:.3f}", f"{row['size_mb']:.2f}")
-    goals = Table(title="targets")
-    for column in ("target", "measured", "goal", "met"):
-        goals.add_column(column)
-    for row in result["targets"]:
-        met = "-" if row["met"] is None else ("yes" if row["met"] else "NO")
-        goal = "-" if row["goal"] is None else f"{row['goal']:.3g}"
-        goals.add_row(row["target"], f"{row['value']:.3g}", goal, met)
-    return [latency, goals]
 
 
 def _version(name: str) -> str:

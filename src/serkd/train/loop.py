@@ -167,6 +167,29 @@ def make_scheduler(optimizer, config, recipe: Recipe, steps_per_epoch: int):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
 
+RESIDENT_FRACTION = 0.5  # of a GPU's free memory: the most the corpus' features may take there
+
+
+def to_device_once(device: torch.device, features, *tensors):
+    """``features`` and ``tensors`` (labels, teacher outputs) as the training loop should index them on ``device``.
+
+    On a GPU, once per unit instead of a host gather and copy per batch (which leaves a small student's GPU
+    waiting on the host): the tensors always, the features as one float32 tensor when they take at most
+    ``RESIDENT_FRACTION`` of the device's free memory, copied in chunks so the host never holds them all
+    widened. On the CPU, or when they do not fit, everything is returned as it is."""
+    if device.type != "cuda":
+        return (features, *tensors)
+    moved = tuple(t.to(device) if t is not None else None for t in tensors)
+    nbytes = 4 * math.prod(features.shape)
+    if nbytes > RESIDENT_FRACTION * torch.cuda.mem_get_info(device)[0]:
+        return (features, *moved)
+    resident = torch.empty(tuple(features.shape), dtype=torch.float32, device=device)
+    for start in range(0, len(features), 1024):
+        rows = torch.arange(start, min(start + 1024, len(features)))
+        resident[start : start + len(rows)] = features[rows].to(device, torch.float32)
+    return (resident, *moved)
+
+
 def _takes_embedding_flag(model: torch.nn.Module) -> bool:
     return "return_embedding" in inspect.signature(model.forward).parameters
 
@@ -184,14 +207,14 @@ def predict_logits(model: torch.nn.Module, features: torch.Tensor, indices, devi
         x = features[idx].to(device, non_blocking=True)
         if embed:
             z, e = model(x, return_embedding=True)
-            embeddings.append(e.float().cpu())
+            embeddings.append(e.float())
         else:
             z = model(x)
-        logits.append(z.float().cpu())
-    out = torch.cat(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
+        logits.append(z.float())  # to the host once at the end: no device sync per batch
+    out = torch.cat(logits).cpu().numpy() if logits else np.zeros((0, 0), dtype=np.float32)
     if not with_embeddings:
         return out
-    return out, (torch.cat(embeddings).numpy() if embeddings else None)
+    return out, (torch.cat(embeddings).cpu().numpy() if embeddings else None)
 
 
 def fit(
@@ -221,6 +244,8 @@ def fit(
         loss_fn.bind(model.embedding_dim, int(teacher_embeddings.shape[1]))
     model.to(device)
     loss_fn.to(device)
+    features, batch_targets, teacher_logits, teacher_embeddings = to_device_once(
+        device, features, targets, teacher_logits, teacher_embeddings)
     parameters = [*model.parameters(), *loss_fn.parameters()]
     recipe = Recipe.of(config)
     train_idx = torch.as_tensor(train_idx, dtype=torch.long)
@@ -243,7 +268,7 @@ def fit(
             epoch_batches = batches(train_idx, config.batch_size, generator)
         for idx in epoch_batches:
             x = features[idx].to(device, non_blocking=True)
-            y = targets[idx].to(device, non_blocking=True)
+            y = batch_targets[idx].to(device, non_blocking=True)
             t = teacher_logits[idx].to(device, non_blocking=True) if teacher_logits is not None else None
             t_emb = teacher_embeddings[idx].to(device, non_blocking=True) if feature_kd else None
             if recipe.augment.active:

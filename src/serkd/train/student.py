@@ -44,6 +44,7 @@ from serkd.train.events import Emitter, EpochClock, OnEvent
 from serkd.train.loop import FitResult, fit, pick_device, predict_logits
 from serkd.train.provenance import provenance
 from serkd.train.results import MARK_SPEAKER_NORMALISED, FoldResult
+from serkd.train.threads import use_threads
 
 
 @dataclass
@@ -340,8 +341,7 @@ def train_folds(config: RunConfig, on_event: OnEvent | None = None,
     if overwrite and (out / RUN_FILE).is_file():
         shared.clear_run(out)
     checked = plan(config, emit)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    use_threads(config.threads, emit)  # unset: one per physical core of this process' share; warns if oversubscribed
     data = prepare(config, checked.manifest, checked.folds, emit, checked.data_hash, checked.feature_config)
     losses = {f.name: make_loss(config.method, config.method_params) for f in data.folds}  # one per fold
     # every fold's teacher outputs are read (and checked) before any fold trains

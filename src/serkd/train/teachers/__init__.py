@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from serkd.config import ConfigError, TeacherConfig
 from serkd.data import teacher_outputs
@@ -55,6 +54,7 @@ from serkd.train import fold as shared
 from serkd.train.events import Emitter, OnEvent
 from serkd.train.provenance import provenance
 from serkd.train.results import FoldResult
+from serkd.train.threads import use_threads
 
 TEACHER_FILE = "teacher.json"  # beside a fold's outputs: which kind, and what rebuilds the fitted teacher
 
@@ -317,8 +317,7 @@ def train_teacher(config: TeacherConfig, on_event: OnEvent | None = None, overwr
     if overwrite:
         shared.clear_run(out)
     kind = kind_class(config, emit)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    use_threads(config.threads, emit)  # unset: one per physical core of this process' share; warns if oversubscribed
     corpus = kind.read_corpus()
     shared.record_run(out, config, corpus, role="teacher", features=corpus.features, **kind.record())
     return [shared.run_fold(TeacherJob(kind, corpus, fold, out), emit, overwrite) for fold in corpus.folds]
