@@ -73,11 +73,11 @@ FALLBACK_GRIDS = {
     "paper-emodb": {"corpus": {"kind": "emodb"}, "features": ["mel", "mfcc"], "students": list(GRID_STUDENTS),
                     "methods": {m: {} for m in ("ce", "kd", "rkd", "dkd", "ckd")}, "folds": "all", "seeds": [0],
                     "teacher": {"epochs": 20, "batch_size": 8, "length": 80000},
-                    "train": {"epochs": 100, "batch_size": 16, "length": 80000}, "ray": {"gpus_per_unit": 0.25}},
+                    "train": {"epochs": 100, "batch_size": 16, "length": 80000}, "gpus_per_unit": 0.25},
     "paper-iemocap": {"corpus": {"kind": "iemocap"}, "features": ["mel", "mfcc"], "students": list(GRID_STUDENTS),
                       "methods": {m: {} for m in ("ce", "kd", "rkd", "dkd", "ckd")}, "folds": "all", "seeds": [0],
                       "teacher": {"epochs": 20, "batch_size": 8, "length": 200000},
-                      "train": {"epochs": 100, "batch_size": 16, "length": 200000}, "ray": {"gpus_per_unit": 0.25}},
+                      "train": {"epochs": 100, "batch_size": 16, "length": 200000}, "gpus_per_unit": 0.25},
 }
 
 
@@ -583,7 +583,7 @@ def grid_facts(grid: dict) -> dict:
     students, features = list(grid["students"]), list(grid["features"])
     methods, seeds = len(grid["methods"]), len(grid.get("seeds") or [0])
     train, teacher = grid.get("train") or {}, grid.get("teacher") or {}
-    gpus = (grid.get("ray") or {}).get("gpus_per_unit")
+    gpus = grid.get("gpus_per_unit", (grid.get("ray") or {}).get("gpus_per_unit"))  # older grids: under ray:
     return {"corpus": grid["corpus"]["kind"], "utterances": corpus["utterances"], "folds": folds,
             "students": students, "features": features, "methods": methods, "seeds": seeds,
             "student_units": len(students) * len(features) * methods * folds * seeds,

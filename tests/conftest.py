@@ -8,6 +8,18 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures run before any function-scoped one: without this they would read
+    and write the user's own ~/.cache/serkd, whose entries another process may have computed with another BLAS
+    thread count (the last bits of a feature then differ, and so would two same-seed runs)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SERKD_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own feature/hash cache, so cache counts are the test's own."""
